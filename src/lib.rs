@@ -1,0 +1,27 @@
+//! reef runs a colony of OpenClaw gateways on one host, declared in a Lua topology script.
+//!
+//! # Layout
+//! - [`cli`]: the command line, clap definitions only.
+//! - [`commands`]: one function per verb; the only place that prints.
+//! - [`lua`]: evaluates a topology script in a fresh, limited VM and records every file it loads.
+//! - [`topology`]: plain data: what a script declared and the instances it resolves to.
+//! - [`profile`]: OpenClaw's profile rules (paths, service names, the hashed port).
+//! - [`ports`]: footprints `[B, B+110]`, overlap checks and pools.
+//! - [`validate`]: isolation checks across instances, as data.
+//! - [`plan`]: evaluation plus validation: what `reef plan` reports.
+//! - [`render`]: human tables and the stable JSON forms.
+//! - [`suggest`]: "did you mean" hints.
+//!
+//! The core (`topology`, `profile`, `ports`, `validate`) is pure: no Lua, no async runtime, no
+//! filesystem. The Lua layer turns a script into a `Topology`; everything after works on data.
+
+pub mod cli;
+pub mod commands;
+pub mod lua;
+pub mod plan;
+pub mod ports;
+pub mod profile;
+pub mod render;
+pub mod suggest;
+pub mod topology;
+pub mod validate;

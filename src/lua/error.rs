@@ -1,0 +1,174 @@
+//! Script errors: what went wrong, where (file and line), and what to do.
+
+use std::fmt;
+use std::path::Path;
+
+use mlua::Lua;
+use serde::Serialize;
+
+use super::Limits;
+use crate::topology::Location;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScriptErrorKind {
+    /// The script or a module could not be read.
+    Read,
+    /// Lua could not parse it.
+    Syntax,
+    /// It raised an error while running.
+    Runtime,
+    /// A `reef.*` call got a field it does not know.
+    UnknownField,
+    /// A `reef.*` call lacks a field it needs.
+    MissingField,
+    /// A field has the wrong type or an impossible value.
+    InvalidField,
+    /// It ran past its instruction or time budget.
+    Budget,
+    /// It allocated past its memory limit.
+    Memory,
+}
+
+/// An evaluation that failed, with the place in the script it failed at when known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+pub struct ScriptError {
+    pub kind: ScriptErrorKind,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub message: String,
+}
+
+impl fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, "{file}:{line}: {}", self.message),
+            (Some(file), None) => write!(f, "{file}: {}", self.message),
+            _ => f.write_str(&self.message),
+        }
+    }
+}
+
+impl ScriptError {
+    pub fn plain(kind: ScriptErrorKind, message: impl Into<String>) -> ScriptError {
+        ScriptError {
+            kind,
+            file: None,
+            line: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn at(kind: ScriptErrorKind, location: Option<Location>, message: impl Into<String>) -> ScriptError {
+        let (file, line) = match location {
+            Some(Location { file, line }) => (Some(file), Some(line)),
+            None => (None, None),
+        };
+        ScriptError {
+            kind,
+            file,
+            line,
+            message: message.into(),
+        }
+    }
+
+    pub fn read(path: &Path, err: &std::io::Error) -> ScriptError {
+        let hint = match err.kind() {
+            std::io::ErrorKind::NotFound => "; give a script path, or run `reef init` to write a starter reef.lua",
+            _ => "",
+        };
+        ScriptError {
+            kind: ScriptErrorKind::Read,
+            file: Some(path.display().to_string()),
+            line: None,
+            message: format!("cannot read the script: {err}{hint}"),
+        }
+    }
+
+    pub(crate) fn over_budget(limits: Limits, location: Option<Location>) -> ScriptError {
+        ScriptError::at(
+            ScriptErrorKind::Budget,
+            location,
+            format!(
+                "the script ran past its budget ({} million VM instructions or {:.1} s) and was stopped; \
+                 is there an endless loop?",
+                limits.instructions / 1_000_000,
+                limits.time.as_secs_f64()
+            ),
+        )
+    }
+
+    /// Raised from a `reef.*` function: the error points at the Lua line that called it.
+    pub(crate) fn raise(lua: &Lua, kind: ScriptErrorKind, message: impl Into<String>) -> mlua::Error {
+        mlua::Error::external(ScriptError::at(kind, super::caller_location(lua, 1), message))
+    }
+
+    /// Turns whatever Lua returned into a script error. `near` is where the script last was,
+    /// for errors Lua reports without a position (memory).
+    pub(crate) fn from_lua(err: &mlua::Error, near: Option<Location>) -> ScriptError {
+        if let Some(own) = err.downcast_ref::<ScriptError>() {
+            return own.clone();
+        }
+        match innermost(err) {
+            mlua::Error::SyntaxError { message, .. } => with_position(ScriptErrorKind::Syntax, message),
+            mlua::Error::MemoryError(_) => ScriptError::at(
+                ScriptErrorKind::Memory,
+                near,
+                "the script ran out of its memory limit and was stopped; is a table or string growing without end?",
+            ),
+            mlua::Error::RuntimeError(message) => with_position(ScriptErrorKind::Runtime, message),
+            other => with_position(ScriptErrorKind::Runtime, &other.to_string()),
+        }
+    }
+}
+
+fn innermost(err: &mlua::Error) -> &mlua::Error {
+    match err {
+        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => innermost(cause),
+        other => other,
+    }
+}
+
+/// Splits Lua's `file:line: message` (dropping any traceback) into its parts.
+fn with_position(kind: ScriptErrorKind, raw: &str) -> ScriptError {
+    let first = raw.split("\nstack traceback:").next().unwrap_or(raw).trim_end();
+    if let Some((file, line, message)) = split_position(first) {
+        return ScriptError {
+            kind,
+            file: Some(file.to_owned()),
+            line: Some(line),
+            message: message.to_owned(),
+        };
+    }
+    ScriptError::plain(kind, first)
+}
+
+fn split_position(text: &str) -> Option<(&str, u32, &str)> {
+    let mut search_from = 0;
+    while let Some(offset) = text[search_from..].find(':') {
+        let colon = search_from + offset;
+        let rest = &text[colon + 1..];
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        if digits > 0 && rest[digits..].starts_with(": ") && colon > 0 {
+            let line = rest[..digits].parse().ok()?;
+            return Some((&text[..colon], line, &rest[digits + 2..]));
+        }
+        search_from = colon + 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_split_off() {
+        assert_eq!(
+            split_position("examples/a.lua:12: attempt to call a nil value"),
+            Some(("examples/a.lua", 12, "attempt to call a nil value"))
+        );
+        assert_eq!(split_position("C:/x.lua:3: boom"), Some(("C:/x.lua", 3, "boom")));
+        assert_eq!(split_position("no position here"), None);
+    }
+}

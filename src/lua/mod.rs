@@ -1,0 +1,287 @@
+//! Evaluating a topology script.
+//!
+//! Every evaluation builds a fresh Lua 5.4 VM ([`evaluate`]): a sandbox without `io`, file
+//! loading or process control, a memory limit and an instruction budget enforced by a hook, so an
+//! endless loop or a memory bomb fails the evaluation with a clear error instead of hanging reef.
+//! The `reef` module is registered one namespace per file ([`gateway`], [`ports`], [`host`]);
+//! [`loader`] replaces `require` so that sibling modules and the modules shipped in `scripts/`
+//! load, and records every file it read (the watch set for hot reload), even when the
+//! evaluation fails.
+//!
+//! Script state lives in the VM's app data ([`EvalState`]); Lua only ever sees plain tables and
+//! read-only views.
+
+mod error;
+mod gateway;
+mod host;
+mod loader;
+mod ports;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mlua::{HookTriggers, Lua, LuaOptions, StdLib, Table, VmState};
+
+pub use error::{ScriptError, ScriptErrorKind};
+pub use loader::SHIPPED_MODULES;
+
+use crate::ports::{Pool, PortRange};
+use crate::topology::{GatewaySpec, Instance, Location, Topology};
+
+/// Resource limits of one evaluation.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes the VM may allocate.
+    pub memory: usize,
+    /// VM instructions the script may run.
+    pub instructions: u64,
+    /// Wall-clock time the script may take, whatever it runs.
+    pub time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            memory: 64 << 20,
+            instructions: 200_000_000,
+            time: Duration::from_secs(2),
+        }
+    }
+}
+
+/// How often (in VM instructions) the budget hook runs.
+const HOOK_EVERY: u32 = 10_000;
+
+/// What a script sees of the host: its environment (for `reef.env`) and the home directory
+/// profiles resolve against.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub env: BTreeMap<String, String>,
+    pub home: PathBuf,
+}
+
+impl Host {
+    /// The current process's environment, with home resolved as OpenClaw does.
+    pub fn from_process() -> Result<Host, ScriptError> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        Host::from_env(env)
+    }
+
+    pub fn from_env(env: BTreeMap<String, String>) -> Result<Host, ScriptError> {
+        let home = crate::profile::resolve_home(
+            env.get("OPENCLAW_HOME").map(String::as_str),
+            env.get("HOME").map(String::as_str),
+        )
+        .ok_or_else(|| {
+            ScriptError::plain(
+                ScriptErrorKind::Read,
+                "cannot resolve the home directory: neither OPENCLAW_HOME nor HOME is set",
+            )
+        })?;
+        Ok(Host { env, home })
+    }
+}
+
+/// The outcome of one evaluation. `files` lists every script file read, also on failure.
+#[derive(Debug)]
+pub struct Evaluation {
+    pub result: Result<Topology, ScriptError>,
+    pub files: Vec<PathBuf>,
+}
+
+/// Everything a script builds up while it runs.
+pub(crate) struct EvalState {
+    /// The script's directory as the user wrote it (for messages).
+    pub script_dir_display: PathBuf,
+    /// The script's directory, absolute (for resolving relative paths and modules).
+    pub script_dir: PathBuf,
+    pub home: PathBuf,
+    pub defaults: GatewaySpec,
+    pub instances: Vec<Instance>,
+    /// Footprints declared or handed out so far; pools and `"auto"` skip them.
+    pub reserved: Vec<PortRange>,
+    pub auto_pool: Pool,
+    pub files: Vec<PathBuf>,
+    /// Modules being loaded, outermost first (to explain a require cycle).
+    pub loading: Vec<String>,
+    pub budget: Budget,
+}
+
+pub(crate) struct Budget {
+    limits: Limits,
+    started: Instant,
+    instructions: u64,
+    /// Where the script was when the hook last ran, for errors that carry no position.
+    last_location: Option<Location>,
+}
+
+/// Evaluates the script at `script` in a fresh VM and resolves its topology.
+pub fn evaluate(script: &Path, host: &Host, limits: Limits) -> Evaluation {
+    let display = script.to_path_buf();
+    let source = match std::fs::read(script) {
+        Ok(source) => source,
+        Err(err) => {
+            return Evaluation {
+                result: Err(ScriptError::read(script, &err)),
+                files: Vec::new(),
+            };
+        }
+    };
+    let absolute = std::path::absolute(script).unwrap_or_else(|_| script.to_path_buf());
+    let absolute = absolute.canonicalize().unwrap_or(absolute);
+    let state = EvalState {
+        script_dir_display: display.parent().map(Path::to_path_buf).unwrap_or_default(),
+        script_dir: absolute.parent().map(Path::to_path_buf).unwrap_or_default(),
+        home: host.home.clone(),
+        defaults: GatewaySpec::default(),
+        instances: Vec::new(),
+        reserved: Vec::new(),
+        auto_pool: Pool::default_auto(),
+        files: vec![absolute.clone()],
+        loading: Vec::new(),
+        budget: Budget {
+            limits,
+            started: Instant::now(),
+            instructions: 0,
+            last_location: None,
+        },
+    };
+    let (result, files) = match run(state, &display, &source, host) {
+        Ok((instances, files)) => (
+            Ok(Topology {
+                script: display,
+                instances,
+                files: files.clone(),
+            }),
+            files,
+        ),
+        Err((err, files)) => (Err(err), files),
+    };
+    Evaluation { result, files }
+}
+
+type RunResult = Result<(Vec<Instance>, Vec<PathBuf>), (ScriptError, Vec<PathBuf>)>;
+
+fn run(state: EvalState, display: &Path, source: &[u8], host: &Host) -> RunResult {
+    let lua = match new_vm(state, host) {
+        Ok(lua) => lua,
+        Err(err) => return Err((ScriptError::from_lua(&err, None), Vec::new())),
+    };
+    let outcome = lua
+        .load(source)
+        .set_name(format!("@{}", display.display()))
+        .exec();
+    let mut state = lua
+        .remove_app_data::<EvalState>()
+        .expect("the evaluation state lives as long as the VM");
+    let files = std::mem::take(&mut state.files);
+    match outcome {
+        Ok(()) => Ok((state.instances, files)),
+        Err(err) => Err((
+            ScriptError::from_lua(&err, state.budget.last_location.clone()),
+            files,
+        )),
+    }
+}
+
+fn new_vm(state: EvalState, host: &Host) -> mlua::Result<Lua> {
+    let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE | StdLib::OS;
+    let lua = Lua::new_with(libs, LuaOptions::default())?;
+    let memory = state.budget.limits.memory;
+    let script_dir = state.script_dir.clone();
+    lua.set_app_data(state);
+    sandbox(&lua)?;
+
+    let reef = lua.create_table()?;
+    gateway::register(&lua, &reef)?;
+    ports::register(&lua, &reef)?;
+    host::register(&lua, &reef, host, &script_dir)?;
+    loader::register(&lua, reef)?;
+
+    lua.set_global_hook(
+        HookTriggers::new().every_nth_instruction(HOOK_EVERY),
+        |lua, debug| {
+            let mut state = lua.app_data_mut::<EvalState>().expect("evaluation state");
+            let budget = &mut state.budget;
+            budget.instructions += u64::from(HOOK_EVERY);
+            let location = debug
+                .source()
+                .source
+                .and_then(|source| source.strip_prefix('@').map(str::to_owned))
+                .zip(debug.current_line())
+                .map(|(file, line)| Location {
+                    file,
+                    line: line as u32,
+                });
+            if location.is_some() {
+                budget.last_location = location;
+            }
+            let elapsed = budget.started.elapsed();
+            if budget.instructions > budget.limits.instructions || elapsed > budget.limits.time {
+                return Err(mlua::Error::external(ScriptError::over_budget(
+                    budget.limits,
+                    budget.last_location.clone(),
+                )));
+            }
+            Ok(VmState::Continue)
+        },
+    )?;
+    lua.set_memory_limit(memory)?;
+    Ok(lua)
+}
+
+/// Removes what a topology script has no business with: files, processes, bytecode.
+fn sandbox(lua: &Lua) -> mlua::Result<()> {
+    let globals = lua.globals();
+    for name in ["dofile", "loadfile", "collectgarbage"] {
+        globals.raw_set(name, mlua::Nil)?;
+    }
+    let os: Table = globals.get("os")?;
+    for name in ["execute", "exit", "remove", "rename", "tmpname", "getenv", "setlocale"] {
+        os.raw_set(name, mlua::Nil)?;
+    }
+    // Text chunks only: crafted bytecode can crash the VM.
+    lua.load(
+        r#"local raw_load = load
+        load = function(chunk, name, _, env) return raw_load(chunk, name, "t", env) end"#,
+    )
+    .set_name("=sandbox")
+    .exec()
+}
+
+/// Where the Lua code calling into Rust is, `level` frames up (1 = the direct caller).
+pub(crate) fn caller_location(lua: &Lua, level: usize) -> Option<Location> {
+    lua.inspect_stack(level, |debug| {
+        let file = debug.source().source?.strip_prefix('@')?.to_owned();
+        let line = debug.current_line()? as u32;
+        Some(Location { file, line })
+    })
+    .flatten()
+}
+
+/// Borrows the evaluation state. Callers must not call back into Lua while holding it.
+pub(crate) fn state(lua: &Lua) -> mlua::AppDataRefMut<'_, EvalState> {
+    lua.app_data_mut::<EvalState>()
+        .expect("reef functions only run inside an evaluation")
+}
+
+/// A read-only view of `data`: reads go through, writes raise.
+pub(crate) fn read_only(lua: &Lua, data: Table, what: &str) -> mlua::Result<Table> {
+    let view = lua.create_table()?;
+    let meta = lua.create_table()?;
+    meta.set("__index", data)?;
+    let what = what.to_owned();
+    meta.set(
+        "__newindex",
+        lua.create_function(move |_, (_, key): (mlua::Value, mlua::Value)| -> mlua::Result<()> {
+            Err(mlua::Error::runtime(format!(
+                "{what} is read-only (tried to set {})",
+                key.to_string().unwrap_or_else(|_| "a field".into())
+            )))
+        })?,
+    )?;
+    meta.set("__metatable", false)?;
+    view.set_metatable(Some(meta))?;
+    Ok(view)
+}

@@ -1,0 +1,234 @@
+//! Output forms: the human table of a plan, its stable JSON form, and error listings.
+//!
+//! The JSON forms are an interface: fields are only ever added, and `format` is bumped on any
+//! other change.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
+
+use comfy_table::{Cell, ContentArrangement, Table, presets};
+use serde::Serialize;
+
+use crate::lua::ScriptError;
+use crate::plan::Plan;
+use crate::ports::Footprint;
+use crate::topology::Instance;
+use crate::validate::{Violation, Warning};
+
+/// Version of the JSON forms.
+pub const JSON_FORMAT: u32 = 1;
+
+/// Whether to color text for a stream: only on a terminal, and never with `NO_COLOR` set.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    color: bool,
+}
+
+impl Style {
+    pub fn for_stderr() -> Style {
+        Style::detect(std::io::stderr().is_terminal())
+    }
+
+    pub fn for_stdout() -> Style {
+        Style::detect(std::io::stdout().is_terminal())
+    }
+
+    fn detect(terminal: bool) -> Style {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Style {
+            color: terminal && !no_color,
+        }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    pub fn error(&self, text: &str) -> String {
+        self.paint("1;31", text)
+    }
+
+    pub fn warning(&self, text: &str) -> String {
+        self.paint("1;33", text)
+    }
+
+    pub fn dim(&self, text: &str) -> String {
+        self.paint("2", text)
+    }
+}
+
+/// An instance as the JSON form shows it: everything resolved, plus its footprint.
+#[derive(Serialize)]
+struct InstanceJson<'a> {
+    #[serde(flatten)]
+    instance: &'a Instance,
+    ports: Option<Footprint>,
+}
+
+#[derive(Serialize)]
+struct PlanJson<'a> {
+    format: u32,
+    script: &'a Path,
+    valid: bool,
+    instances: Vec<InstanceJson<'a>>,
+    violations: &'a [Violation],
+    warnings: &'a [Warning],
+    files: &'a [std::path::PathBuf],
+}
+
+/// The stable JSON form of a plan.
+pub fn plan_json(plan: &Plan) -> String {
+    let json = PlanJson {
+        format: JSON_FORMAT,
+        script: &plan.topology.script,
+        valid: plan.is_valid(),
+        instances: plan
+            .topology
+            .instances
+            .iter()
+            .map(|instance| InstanceJson {
+                instance,
+                ports: instance.footprint().ok(),
+            })
+            .collect(),
+        violations: &plan.report.violations,
+        warnings: &plan.report.warnings,
+        files: &plan.topology.files,
+    };
+    serde_json::to_string_pretty(&json).expect("plans serialize")
+}
+
+#[derive(Serialize)]
+struct ScriptErrorJson<'a> {
+    format: u32,
+    script: &'a Path,
+    valid: bool,
+    error: &'a ScriptError,
+    files: &'a [std::path::PathBuf],
+}
+
+/// The JSON form of a script that could not be evaluated.
+pub fn script_error_json(script: &Path, error: &ScriptError, files: &[std::path::PathBuf]) -> String {
+    serde_json::to_string_pretty(&ScriptErrorJson {
+        format: JSON_FORMAT,
+        script,
+        valid: false,
+        error,
+        files,
+    })
+    .expect("errors serialize")
+}
+
+/// `~/...` for paths under home: the table is for reading.
+fn short_path(path: &Path, home: &Path) -> String {
+    match path.strip_prefix(home) {
+        Ok(rest) if !home.as_os_str().is_empty() => format!("~/{}", rest.display()),
+        _ => path.display().to_string(),
+    }
+}
+
+/// The human table of a plan's instances.
+pub fn plan_table(plan: &Plan, home: &Path) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(["NAME", "PROFILE", "RUNTIME", "PORT", "CONTROL", "CDP", "STATE DIR", "WORKSPACE"]);
+    for instance in &plan.topology.instances {
+        let footprint = instance.footprint().ok();
+        let name = if instance.enabled {
+            instance.name.clone()
+        } else {
+            format!("{} (disabled)", instance.name)
+        };
+        let workspace = match instance.workspace.strip_prefix(&instance.state_dir) {
+            Ok(rest) => format!("<state>/{}", rest.display()),
+            Err(_) => short_path(&instance.workspace, home),
+        };
+        table.add_row([
+            Cell::new(name),
+            Cell::new(&instance.profile),
+            Cell::new(instance.runtime),
+            Cell::new(instance.port),
+            Cell::new(footprint.map(|f| f.browser_control.to_string()).unwrap_or_else(|| "-".into())),
+            Cell::new(footprint.map(|f| f.cdp.to_string()).unwrap_or_else(|| "-".into())),
+            Cell::new(short_path(&instance.state_dir, home)),
+            Cell::new(workspace),
+        ]);
+    }
+    let mut out = String::new();
+    for line in table.to_string().lines() {
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// One violation for a terminal: the message, then where each instance was declared.
+pub fn violation_text(violation: &Violation, style: Style) -> String {
+    let mut text = format!("{} {}", style.error("error:"), violation.message);
+    let places: Vec<String> = violation
+        .instances
+        .iter()
+        .zip(&violation.locations)
+        .map(|(name, location)| format!("{name} at {location}"))
+        .collect();
+    if !places.is_empty() {
+        text.push_str(&style.dim(&format!("\n  --> {}", places.join(", "))));
+    }
+    text
+}
+
+pub fn warning_text(warning: &Warning, style: Style) -> String {
+    format!("{} {}", style.warning("warning:"), warning.message)
+}
+
+pub fn script_error_text(error: &ScriptError, style: Style) -> String {
+    format!("{} {error}", style.error("error:"))
+}
+
+/// The one-line summary under a plan's table.
+pub fn plan_summary(plan: &Plan) -> String {
+    let instances = &plan.topology.instances;
+    let footprints: Vec<Footprint> = instances.iter().filter_map(|i| i.footprint().ok()).collect();
+    let span = match (
+        footprints.iter().map(|f| f.first).min(),
+        footprints.iter().map(|f| f.last).max(),
+    ) {
+        (Some(first), Some(last)) => format!(", ports {first}-{last}"),
+        _ => String::new(),
+    };
+    let noun = if instances.len() == 1 { "gateway" } else { "gateways" };
+    let verdict = if plan.is_valid() {
+        "valid".to_owned()
+    } else {
+        let count = plan.report.violations.len();
+        format!("{count} violation{}", if count == 1 { "" } else { "s" })
+    };
+    format!("{} {noun}{span}: {verdict}", instances.len())
+}
+
+/// `export` lines that reproduce an instance's environment for a manual run.
+pub fn env_exports(vars: &BTreeMap<String, String>, order: &[&str], unset: &[&str]) -> String {
+    let mut out = String::new();
+    if !unset.is_empty() {
+        out.push_str(&format!("unset {}\n", unset.join(" ")));
+    }
+    let ordered = order
+        .iter()
+        .filter_map(|key| vars.get_key_value(*key))
+        .chain(vars.iter().filter(|(key, _)| !order.contains(&key.as_str())));
+    for (key, value) in ordered {
+        let quoted = shlex::try_quote(value).map(|q| q.into_owned()).unwrap_or_else(|_| {
+            // A NUL byte cannot be passed in an environment anyway.
+            format!("'{}'", value.replace('\0', ""))
+        });
+        out.push_str(&format!("export {key}={quoted}\n"));
+    }
+    out
+}
