@@ -7,7 +7,9 @@ use clap::{Args, Parser, Subcommand};
 /// Run a colony of OpenClaw gateways on one host, declared in a Lua topology script.
 #[derive(Debug, Parser)]
 #[command(name = "reef", version, about, propagate_version = true)]
-#[command(after_help = "Exit codes: 0 ok, 1 topology violations, 2 script error, 3 other failure, 64 usage error.")]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 topology violations, 2 script error, 3 other failure, 64 usage error."
+)]
 pub struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

@@ -44,7 +44,10 @@ fn load(script: &std::path::Path, json: bool) -> Result<Result<Plan, Exit>> {
         Ok(plan) => Ok(plan),
         Err(err) => {
             if json {
-                println!("{}", render::script_error_json(script, &err, &planned.files));
+                println!(
+                    "{}",
+                    render::script_error_json(script, &err, &planned.files)
+                );
             } else {
                 eprintln!("{}", render::script_error_text(&err, Style::for_stderr()));
             }
@@ -54,7 +57,9 @@ fn load(script: &std::path::Path, json: bool) -> Result<Result<Plan, Exit>> {
 }
 
 fn home() -> std::path::PathBuf {
-    Host::from_process().map(|host| host.home).unwrap_or_default()
+    Host::from_process()
+        .map(|host| host.home)
+        .unwrap_or_default()
 }
 
 fn plan(args: PlanArgs) -> Result<Exit> {
@@ -62,7 +67,11 @@ fn plan(args: PlanArgs) -> Result<Exit> {
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),
     };
-    let exit = if plan.is_valid() { Exit::Success } else { Exit::Violations };
+    let exit = if plan.is_valid() {
+        Exit::Success
+    } else {
+        Exit::Violations
+    };
     if args.json {
         println!("{}", render::plan_json(&plan));
         return Ok(exit);
@@ -89,7 +98,12 @@ fn env(args: EnvArgs) -> Result<Exit> {
         Err(exit) => return Ok(exit),
     };
     let Some(instance) = plan.topology.instance(&args.name) else {
-        let names: Vec<&str> = plan.topology.instances.iter().map(|i| i.name.as_str()).collect();
+        let names: Vec<&str> = plan
+            .topology
+            .instances
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect();
         let hint = did_you_mean(&args.name, names.iter().copied())
             .map(|s| format!(" (did you mean `{s}`?)"))
             .unwrap_or_default();
@@ -97,7 +111,11 @@ fn env(args: EnvArgs) -> Result<Exit> {
             "no instance named `{}` in {}{hint}; instances: {}",
             args.name,
             args.script.script.display(),
-            if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
         );
     };
     if !plan.is_valid() {
@@ -135,7 +153,11 @@ fn env(args: EnvArgs) -> Result<Exit> {
 
 fn init(args: InitArgs) -> Result<Exit> {
     let path = &args.path;
-    let mut file = match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
+    let mut file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
             anyhow::bail!(
@@ -147,7 +169,10 @@ fn init(args: InitArgs) -> Result<Exit> {
     };
     file.write_all(STARTER_SCRIPT.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    println!("wrote {}: a main gateway on 18789 and a rescue gateway on 19789", path.display());
+    println!(
+        "wrote {}: a main gateway on 18789 and a rescue gateway on 19789",
+        path.display()
+    );
     println!("next: reef plan {}", path.display());
     Ok(Exit::Success)
 }

@@ -48,7 +48,8 @@ impl PortRange {
             .then(|| PortRange::new(self.first.max(other.first), self.last.min(other.last)))
     }
 
-    pub fn len(&self) -> u32 {
+    /// How many ports the range holds (never zero).
+    pub fn count(&self) -> u32 {
         u32::from(self.last) - u32::from(self.first) + 1
     }
 }
@@ -134,7 +135,7 @@ pub enum PoolError {
     #[error(
         "port pool {from}..{to} is empty: the first footprint {from}..{} must fit below `to`, \
          and every port within {MIN_PORT}..{MAX_PORT}",
-        i64::from(*from) + i64::from(FOOTPRINT_SIZE) - 1
+        *from + i64::from(FOOTPRINT_SIZE) - 1
     )]
     Empty { from: i64, to: i64 },
     #[error(
@@ -257,7 +258,7 @@ mod tests {
         assert_eq!(footprint.relay, PortRange::new(18792, 18799));
         assert_eq!(footprint.cdp, PortRange::new(18800, 18899));
         assert_eq!(footprint.range(), PortRange::new(18789, 18899));
-        assert_eq!(footprint.range().len(), FOOTPRINT_SIZE);
+        assert_eq!(footprint.range().count(), FOOTPRINT_SIZE);
     }
 
     #[test]
@@ -288,7 +289,10 @@ mod tests {
             footprint.describe_port(20000).unwrap(),
             "gateway port 20000"
         );
-        assert_eq!(footprint.describe_port(20001).unwrap(), "reserved port 20001");
+        assert_eq!(
+            footprint.describe_port(20001).unwrap(),
+            "reserved port 20001"
+        );
         assert_eq!(
             footprint.describe_port(20002).unwrap(),
             "browser control port 20002"
@@ -356,7 +360,7 @@ mod tests {
         ) {
             let mut taken: Vec<PortRange> = pinned
                 .iter()
-                .map(|&p| PortRange::new(p, p.saturating_add(110).min(65535)))
+                .map(|&p| PortRange::new(p, p.saturating_add(110)))
                 .collect();
             let fixed = taken.len();
             let mut pools: Vec<Pool> = pools

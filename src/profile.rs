@@ -134,9 +134,9 @@ pub fn macos_service_problem(name: &str) -> Option<&'static str> {
 pub fn hashed_port(name: &str) -> u16 {
     const OFFSET: u32 = 2_166_136_261;
     const PRIME: u32 = 16_777_619;
-    let hash = name
-        .bytes()
-        .fold(OFFSET, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(PRIME));
+    let hash = name.bytes().fold(OFFSET, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(PRIME)
+    });
     // The remainder is below 40000, so the sum always fits.
     (20_000 + hash % 40_000) as u16
 }
@@ -156,10 +156,27 @@ mod tests {
 
     #[test]
     fn name_rule() {
-        for good in ["main", "rescue", "a", "Team-1", "x_y", "0abc", &"a".repeat(64)] {
+        for good in [
+            "main",
+            "rescue",
+            "a",
+            "Team-1",
+            "x_y",
+            "0abc",
+            &"a".repeat(64),
+        ] {
             assert!(check_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "-main", "_x", "main bot", "mäin", "a/b", "a.b", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "-main",
+            "_x",
+            "main bot",
+            "mäin",
+            "a/b",
+            "a.b",
+            &"a".repeat(65),
+        ] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
     }
@@ -204,7 +221,10 @@ mod tests {
             resolve_home(Some("/oc"), Some("/h")),
             Some(PathBuf::from("/oc"))
         );
-        assert_eq!(resolve_home(Some(""), Some("/h")), Some(PathBuf::from("/h")));
+        assert_eq!(
+            resolve_home(Some(""), Some("/h")),
+            Some(PathBuf::from("/h"))
+        );
         assert_eq!(resolve_home(None, Some("/h")), Some(PathBuf::from("/h")));
         assert_eq!(resolve_home(None, None), None);
     }

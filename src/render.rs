@@ -113,7 +113,11 @@ struct ScriptErrorJson<'a> {
 }
 
 /// The JSON form of a script that could not be evaluated.
-pub fn script_error_json(script: &Path, error: &ScriptError, files: &[std::path::PathBuf]) -> String {
+pub fn script_error_json(
+    script: &Path,
+    error: &ScriptError,
+    files: &[std::path::PathBuf],
+) -> String {
     serde_json::to_string_pretty(&ScriptErrorJson {
         format: JSON_FORMAT,
         script,
@@ -138,7 +142,16 @@ pub fn plan_table(plan: &Plan, home: &Path) -> String {
     table
         .load_preset(presets::NOTHING)
         .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(["NAME", "PROFILE", "RUNTIME", "PORT", "CONTROL", "CDP", "STATE DIR", "WORKSPACE"]);
+        .set_header([
+            "NAME",
+            "PROFILE",
+            "RUNTIME",
+            "PORT",
+            "CONTROL",
+            "CDP",
+            "STATE DIR",
+            "WORKSPACE",
+        ]);
     for instance in &plan.topology.instances {
         let footprint = instance.footprint().ok();
         let name = if instance.enabled {
@@ -155,8 +168,16 @@ pub fn plan_table(plan: &Plan, home: &Path) -> String {
             Cell::new(&instance.profile),
             Cell::new(instance.runtime),
             Cell::new(instance.port),
-            Cell::new(footprint.map(|f| f.browser_control.to_string()).unwrap_or_else(|| "-".into())),
-            Cell::new(footprint.map(|f| f.cdp.to_string()).unwrap_or_else(|| "-".into())),
+            Cell::new(
+                footprint
+                    .map(|f| f.browser_control.to_string())
+                    .unwrap_or_else(|| "-".into()),
+            ),
+            Cell::new(
+                footprint
+                    .map(|f| f.cdp.to_string())
+                    .unwrap_or_else(|| "-".into()),
+            ),
             Cell::new(short_path(&instance.state_dir, home)),
             Cell::new(workspace),
         ]);
@@ -195,7 +216,10 @@ pub fn script_error_text(error: &ScriptError, style: Style) -> String {
 /// The one-line summary under a plan's table.
 pub fn plan_summary(plan: &Plan) -> String {
     let instances = &plan.topology.instances;
-    let footprints: Vec<Footprint> = instances.iter().filter_map(|i| i.footprint().ok()).collect();
+    let footprints: Vec<Footprint> = instances
+        .iter()
+        .filter_map(|i| i.footprint().ok())
+        .collect();
     let span = match (
         footprints.iter().map(|f| f.first).min(),
         footprints.iter().map(|f| f.last).max(),
@@ -203,7 +227,11 @@ pub fn plan_summary(plan: &Plan) -> String {
         (Some(first), Some(last)) => format!(", ports {first}-{last}"),
         _ => String::new(),
     };
-    let noun = if instances.len() == 1 { "gateway" } else { "gateways" };
+    let noun = if instances.len() == 1 {
+        "gateway"
+    } else {
+        "gateways"
+    };
     let verdict = if plan.is_valid() {
         "valid".to_owned()
     } else {
@@ -222,12 +250,17 @@ pub fn env_exports(vars: &BTreeMap<String, String>, order: &[&str], unset: &[&st
     let ordered = order
         .iter()
         .filter_map(|key| vars.get_key_value(*key))
-        .chain(vars.iter().filter(|(key, _)| !order.contains(&key.as_str())));
+        .chain(
+            vars.iter()
+                .filter(|(key, _)| !order.contains(&key.as_str())),
+        );
     for (key, value) in ordered {
-        let quoted = shlex::try_quote(value).map(|q| q.into_owned()).unwrap_or_else(|_| {
-            // A NUL byte cannot be passed in an environment anyway.
-            format!("'{}'", value.replace('\0', ""))
-        });
+        let quoted = shlex::try_quote(value)
+            .map(|q| q.into_owned())
+            .unwrap_or_else(|_| {
+                // A NUL byte cannot be passed in an environment anyway.
+                format!("'{}'", value.replace('\0', ""))
+            });
         out.push_str(&format!("export {key}={quoted}\n"));
     }
     out

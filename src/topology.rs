@@ -41,7 +41,13 @@ pub const NESTED_FIELDS: &[(&str, &[&str])] = &[
     ("restart.backoff", &["initial", "max", "reset_after"]),
     (
         "health",
-        &["liveness_path", "readiness_path", "interval", "timeout", "start_period"],
+        &[
+            "liveness_path",
+            "readiness_path",
+            "interval",
+            "timeout",
+            "start_period",
+        ],
     ),
     ("stop", &["signal", "timeout"]),
     ("browser", &["cdp_port", "cdp_url"]),
@@ -137,18 +143,27 @@ impl<'de> Deserialize<'de> for OneOrMany {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
                 Ok(OneOrMany::One(v.to_owned()))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OneOrMany, A::Error> {
                 let mut items = Vec::new();
                 while let Some(item) = seq.next_element::<String>()? {
                     items.push(item);
                 }
                 Ok(OneOrMany::Many(items))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<OneOrMany, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<OneOrMany, A::Error> {
                 // Lua's empty table `{}` arrives as an empty map.
                 match map.next_key::<serde::de::IgnoredAny>()? {
                     None => Ok(OneOrMany::Many(Vec::new())),
-                    Some(_) => Err(serde::de::Error::invalid_type(serde::de::Unexpected::Map, &self)),
+                    Some(_) => Err(serde::de::Error::invalid_type(
+                        serde::de::Unexpected::Map,
+                        &self,
+                    )),
                 }
             }
         }
@@ -228,7 +243,7 @@ pub struct BrowserSpec {
 
 /// A field of a spec that is wrong for a reason the types alone do not show.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("field `{field}`: {message}")]
+#[error("field `{field}` {message}")]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -318,7 +333,7 @@ impl GatewaySpec {
             return Err(FieldError::new(
                 "port",
                 format!(
-                    "a default port {port} would be shared by every gateway; only port = \"auto\" can be a default"
+                    "cannot be a default ({port}): every gateway would share it; only port = \"auto\" can be a default"
                 ),
             ));
         }
@@ -326,7 +341,7 @@ impl GatewaySpec {
         if browser.is_some_and(|b| b.cdp_port.is_some() || b.cdp_url.is_some()) {
             return Err(FieldError::new(
                 "browser",
-                "a pinned cdp_port or cdp_url cannot be a default: each gateway needs its own browser",
+                "cannot pin cdp_port or cdp_url as a default: each gateway needs its own browser",
             ));
         }
         Ok(())
@@ -341,25 +356,29 @@ impl GatewaySpec {
         script_dir: &Path,
         declared_at: Location,
     ) -> Result<Instance, FieldError> {
-        let profile = self
-            .profile
-            .ok_or_else(|| FieldError::new("profile", "missing: every gateway needs a profile"))?;
+        let profile = self.profile.ok_or_else(|| {
+            FieldError::new(
+                "profile",
+                "is missing; every gateway needs a profile, e.g. profile = \"main\"",
+            )
+        })?;
         let name = self.name.unwrap_or_else(|| profile.clone());
         if name.trim().is_empty() {
             return Err(FieldError::new("name", "must not be empty"));
         }
         let defaults = ProfilePaths::resolve(&profile, home);
-        let resolve_path = |field: &str, value: Option<String>| -> Result<Option<PathBuf>, FieldError> {
-            value
-                .map(|raw| {
-                    if raw.is_empty() {
-                        Err(FieldError::new(field, "must not be empty"))
-                    } else {
-                        Ok(absolute(&raw, home, script_dir))
-                    }
-                })
-                .transpose()
-        };
+        let resolve_path =
+            |field: &str, value: Option<String>| -> Result<Option<PathBuf>, FieldError> {
+                value
+                    .map(|raw| {
+                        if raw.is_empty() {
+                            Err(FieldError::new(field, "must not be empty"))
+                        } else {
+                            Ok(absolute(&raw, home, script_dir))
+                        }
+                    })
+                    .transpose()
+            };
         let state_dir = resolve_path("state_dir", self.state_dir)?.unwrap_or(defaults.state_dir);
         let config_path = resolve_path("config_path", self.config_path)?
             .unwrap_or_else(|| profile::config_path(&state_dir));
@@ -382,7 +401,7 @@ impl GatewaySpec {
             (Runtime::Command, None) => {
                 return Err(FieldError::new(
                     "command",
-                    "missing: runtime \"command\" needs command = { \"program\", \"arg\", ... }",
+                    "is missing; runtime \"command\" needs command = { \"program\", \"arg\", ... }",
                 ));
             }
             (_, Some(argv)) if argv.is_empty() || argv[0].is_empty() => {
@@ -403,7 +422,11 @@ impl GatewaySpec {
         let backoff = restart.backoff.unwrap_or_default();
         let defaults_backoff = Backoff::default();
         let backoff = Backoff {
-            initial: seconds("restart.backoff.initial", backoff.initial, defaults_backoff.initial)?,
+            initial: seconds(
+                "restart.backoff.initial",
+                backoff.initial,
+                defaults_backoff.initial,
+            )?,
             max: seconds("restart.backoff.max", backoff.max, defaults_backoff.max)?,
             reset_after: seconds(
                 "restart.backoff.reset_after",
@@ -415,7 +438,7 @@ impl GatewaySpec {
             return Err(FieldError::new(
                 "restart.backoff.max",
                 format!(
-                    "{} is below restart.backoff.initial {}",
+                    "is {}, below restart.backoff.initial {}",
                     backoff.max, backoff.initial
                 ),
             ));
@@ -434,7 +457,11 @@ impl GatewaySpec {
                 health.readiness_path,
                 health_defaults.readiness_path,
             )?,
-            interval: positive_seconds("health.interval", health.interval, health_defaults.interval)?,
+            interval: positive_seconds(
+                "health.interval",
+                health.interval,
+                health_defaults.interval,
+            )?,
             timeout: positive_seconds("health.timeout", health.timeout, health_defaults.timeout)?,
             start_period: seconds(
                 "health.start_period",
@@ -450,7 +477,10 @@ impl GatewaySpec {
                 Some(signal) => normalize_signal(&signal).ok_or_else(|| {
                     FieldError::new(
                         "stop.signal",
-                        format!("unknown signal {signal:?}; use one of {}", STOP_SIGNALS.join(", ")),
+                        format!(
+                            "names an unknown signal {signal:?}; use one of {}",
+                            STOP_SIGNALS.join(", ")
+                        ),
                     )
                 })?,
                 None => stop_defaults.signal,
@@ -512,7 +542,7 @@ fn seconds(field: &str, value: Option<f64>, default: f64) -> Result<f64, FieldEr
         Some(v) if v.is_finite() && v >= 0.0 => Ok(v),
         Some(v) => Err(FieldError::new(
             field,
-            format!("{v} is not a duration: give seconds, 0 or more"),
+            format!("is {v}; give a duration in seconds, 0 or more"),
         )),
     }
 }
@@ -520,7 +550,10 @@ fn seconds(field: &str, value: Option<f64>, default: f64) -> Result<f64, FieldEr
 fn positive_seconds(field: &str, value: Option<f64>, default: f64) -> Result<f64, FieldError> {
     match seconds(field, value, default)? {
         v if v > 0.0 => Ok(v),
-        v => Err(FieldError::new(field, format!("{v} must be more than 0 seconds"))),
+        v => Err(FieldError::new(
+            field,
+            format!("is {v}; it must be more than 0 seconds"),
+        )),
     }
 }
 
@@ -530,13 +563,15 @@ fn http_path(field: &str, value: Option<String>, default: String) -> Result<Stri
         Some(path) if path.starts_with('/') && !path.contains(char::is_whitespace) => Ok(path),
         Some(path) => Err(FieldError::new(
             field,
-            format!("{path:?} is not an HTTP path; it must start with '/', e.g. \"/healthz\""),
+            format!("is {path:?}, not an HTTP path; it must start with '/', e.g. \"/healthz\""),
         )),
     }
 }
 
 /// Signals a gateway may be stopped with.
-pub const STOP_SIGNALS: &[&str] = &["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2"];
+pub const STOP_SIGNALS: &[&str] = &[
+    "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2",
+];
 
 fn normalize_signal(raw: &str) -> Option<String> {
     let upper = raw.trim().to_ascii_uppercase();
@@ -646,11 +681,20 @@ impl Instance {
     pub fn profile_env(&self) -> BTreeMap<String, String> {
         let mut env = BTreeMap::new();
         env.insert("OPENCLAW_PROFILE".to_owned(), self.profile.clone());
-        env.insert("OPENCLAW_STATE_DIR".to_owned(), self.state_dir.display().to_string());
-        env.insert("OPENCLAW_CONFIG_PATH".to_owned(), self.config_path.display().to_string());
+        env.insert(
+            "OPENCLAW_STATE_DIR".to_owned(),
+            self.state_dir.display().to_string(),
+        );
+        env.insert(
+            "OPENCLAW_CONFIG_PATH".to_owned(),
+            self.config_path.display().to_string(),
+        );
         env.insert("OPENCLAW_GATEWAY_PORT".to_owned(), self.port.to_string());
         if self.workspace != profile::workspace(&self.state_dir) {
-            env.insert("OPENCLAW_WORKSPACE_DIR".to_owned(), self.workspace.display().to_string());
+            env.insert(
+                "OPENCLAW_WORKSPACE_DIR".to_owned(),
+                self.workspace.display().to_string(),
+            );
         }
         env.extend(self.env.clone());
         env
@@ -778,14 +822,22 @@ mod tests {
         let mut spec = spec("main");
         spec.state_dir = Some("state/../data/main/".into());
         let instance = spec
-            .resolve(18789, Path::new("/home/ada"), Path::new("/srv/reef"), here())
+            .resolve(
+                18789,
+                Path::new("/home/ada"),
+                Path::new("/srv/reef"),
+                here(),
+            )
             .unwrap();
         assert_eq!(instance.state_dir, Path::new("/srv/reef/data/main"));
         assert_eq!(
             instance.config_path,
             Path::new("/srv/reef/data/main/openclaw.json")
         );
-        assert_eq!(instance.workspace, Path::new("/srv/reef/data/main/workspace"));
+        assert_eq!(
+            instance.workspace,
+            Path::new("/srv/reef/data/main/workspace")
+        );
     }
 
     #[test]
@@ -874,7 +926,9 @@ mod tests {
             signal: Some("SIGFOO".into()),
             timeout: None,
         });
-        let err = bad.resolve(20000, Path::new("/h"), Path::new("/s"), here()).unwrap_err();
+        let err = bad
+            .resolve(20000, Path::new("/h"), Path::new("/s"), here())
+            .unwrap_err();
         assert_eq!(err.field, "stop.signal");
 
         let mut bad = spec("x");
@@ -882,7 +936,9 @@ mod tests {
             interval: Some(-1.0),
             ..HealthSpec::default()
         });
-        let err = bad.resolve(20000, Path::new("/h"), Path::new("/s"), here()).unwrap_err();
+        let err = bad
+            .resolve(20000, Path::new("/h"), Path::new("/s"), here())
+            .unwrap_err();
         assert_eq!(err.field, "health.interval");
 
         let mut ok = spec("x");
@@ -890,7 +946,9 @@ mod tests {
             signal: Some("int".into()),
             timeout: Some(3.0),
         });
-        let instance = ok.resolve(20000, Path::new("/h"), Path::new("/s"), here()).unwrap();
+        let instance = ok
+            .resolve(20000, Path::new("/h"), Path::new("/s"), here())
+            .unwrap();
         assert_eq!(instance.stop.signal, "SIGINT");
     }
 }

@@ -99,7 +99,13 @@ fn list(names: &[&str]) -> String {
 }
 
 impl<'a> Checker<'a> {
-    fn violation(&mut self, kind: ViolationKind, members: &[&Instance], value: String, message: String) {
+    fn violation(
+        &mut self,
+        kind: ViolationKind,
+        members: &[&Instance],
+        value: String,
+        message: String,
+    ) {
         self.report.violations.push(Violation {
             kind,
             instances: members.iter().map(|i| i.name.clone()).collect(),
@@ -145,7 +151,10 @@ impl<'a> Checker<'a> {
                     ViolationKind::InvalidProfile,
                     &[instance],
                     instance.profile.clone(),
-                    format!("`{}`: {err}; `openclaw --profile` refuses it", instance.name),
+                    format!(
+                        "`{}`: {err}; `openclaw --profile` refuses it",
+                        instance.name
+                    ),
                 );
             }
         }
@@ -173,10 +182,15 @@ impl<'a> Checker<'a> {
             .filter(|v| v.kind == ViolationKind::SharedProfile)
             .map(|v| v.instances.clone())
             .collect();
-        let checks: [(ViolationKind, &str, fn(&Instance) -> &std::path::Path); 3] = [
+        type PathOf = fn(&Instance) -> &std::path::Path;
+        let checks: [(ViolationKind, &str, PathOf); 3] = [
             (ViolationKind::SharedStateDir, "state dir", |i| &i.state_dir),
-            (ViolationKind::SharedConfigPath, "config path", |i| &i.config_path),
-            (ViolationKind::SharedWorkspace, "workspace", |i| &i.workspace),
+            (ViolationKind::SharedConfigPath, "config path", |i| {
+                &i.config_path
+            }),
+            (ViolationKind::SharedWorkspace, "workspace", |i| {
+                &i.workspace
+            }),
         ];
         for (kind, what, field) in checks {
             for (path, group) in self.shared(|i| Some(field(i).to_path_buf())) {
@@ -223,14 +237,21 @@ impl<'a> Checker<'a> {
                     .range()
                     .intersection(&high_footprint.range())
                     .expect("sorted and overlapping");
-                self.violation(ViolationKind::FootprintOverlap, &[low, high], shared.to_string(), message);
+                self.violation(
+                    ViolationKind::FootprintOverlap,
+                    &[low, high],
+                    shared.to_string(),
+                    message,
+                );
             }
         }
     }
 
     fn browsers(&mut self) {
         for instance in self.instances {
-            let Some(cdp_port) = instance.browser.cdp_port else { continue };
+            let Some(cdp_port) = instance.browser.cdp_port else {
+                continue;
+            };
             if !(i64::from(MIN_PORT)..=i64::from(MAX_PORT)).contains(&cdp_port) {
                 self.violation(
                     ViolationKind::PortOutOfRange,
@@ -248,7 +269,9 @@ impl<'a> Checker<'a> {
                 if other.name == instance.name {
                     continue;
                 }
-                let Ok(footprint) = other.footprint() else { continue };
+                let Ok(footprint) = other.footprint() else {
+                    continue;
+                };
                 if let Some(role) = footprint.describe_port(port) {
                     self.violation(
                         ViolationKind::CdpPortInFootprint,
@@ -291,13 +314,17 @@ impl<'a> Checker<'a> {
     }
 
     fn dependencies(&mut self) {
-        let by_name: HashMap<&str, &Instance> =
-            self.instances.iter().map(|i| (i.name.as_str(), i)).collect();
+        let by_name: HashMap<&str, &Instance> = self
+            .instances
+            .iter()
+            .map(|i| (i.name.as_str(), i))
+            .collect();
         for instance in self.instances {
             for dependency in &instance.depends_on {
                 match by_name.get(dependency.as_str()) {
                     None => {
-                        let known: Vec<&str> = self.instances.iter().map(|i| i.name.as_str()).collect();
+                        let known: Vec<&str> =
+                            self.instances.iter().map(|i| i.name.as_str()).collect();
                         let hint = crate::suggest::did_you_mean(dependency, known.iter().copied())
                             .map(|s| format!(" (did you mean `{s}`?)"))
                             .unwrap_or_default();
@@ -356,8 +383,16 @@ impl<'a> Checker<'a> {
     }
 }
 
-fn overlap_message(low: &Instance, low_fp: &Footprint, high: &Instance, high_fp: &Footprint) -> String {
-    let shared = low_fp.range().intersection(&high_fp.range()).expect("overlapping");
+fn overlap_message(
+    low: &Instance,
+    low_fp: &Footprint,
+    high: &Instance,
+    high_fp: &Footprint,
+) -> String {
+    let shared = low_fp
+        .range()
+        .intersection(&high_fp.range())
+        .expect("overlapping");
     let spacing = u32::from(high_fp.first - low_fp.first);
     let mut message = if spacing == 0 {
         format!(
@@ -428,13 +463,20 @@ fn dependency_cycles(instances: &[Instance]) -> Vec<Vec<String>> {
         marks[node] = Mark::Active;
         stack.push(node);
         for dependency in &instances[node].depends_on {
-            let Some(&next) = index.get(dependency.as_str()) else { continue };
+            let Some(&next) = index.get(dependency.as_str()) else {
+                continue;
+            };
             match marks[next] {
                 Mark::New => visit(next, instances, index, marks, stack, cycles),
                 Mark::Active => {
                     let start = stack.iter().position(|&n| n == next).expect("on the stack");
                     let mut cycle: Vec<usize> = stack[start..].to_vec();
-                    let first = cycle.iter().enumerate().min_by_key(|(_, n)| **n).map(|(i, _)| i).unwrap_or(0);
+                    let first = cycle
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, n)| **n)
+                        .map(|(i, _)| i)
+                        .unwrap_or(0);
                     cycle.rotate_left(first);
                     cycles.push(cycle.iter().map(|&n| instances[n].name.clone()).collect());
                 }
@@ -447,7 +489,14 @@ fn dependency_cycles(instances: &[Instance]) -> Vec<Vec<String>> {
 
     for node in 0..instances.len() {
         if marks[node] == Mark::New {
-            visit(node, instances, &index, &mut marks, &mut Vec::new(), &mut cycles);
+            visit(
+                node,
+                instances,
+                &index,
+                &mut marks,
+                &mut Vec::new(),
+                &mut cycles,
+            );
         }
     }
     cycles.sort();
@@ -503,7 +552,12 @@ mod tests {
         assert_eq!(violation.instances, ["main", "rescue"]);
         assert_eq!(violation.value, "18809-18899");
         let message = &violation.message;
-        assert!(message.contains("`rescue`'s gateway port 18809 lies inside `main`'s CDP range 18800-18899"), "{message}");
+        assert!(
+            message.contains(
+                "`rescue`'s gateway port 18809 lies inside `main`'s CDP range 18800-18899"
+            ),
+            "{message}"
+        );
         assert!(message.contains("\"20 ports\" advice"), "{message}");
         assert!(message.contains("port 18900 or above"), "{message}");
     }
@@ -521,13 +575,20 @@ mod tests {
     fn same_base_port() {
         let report = validate(&[instance("a", 20000), instance("b", 20000)]);
         assert_eq!(kinds(&report), [ViolationKind::FootprintOverlap]);
-        assert!(report.violations[0].message.contains("both use base port 20000"));
+        assert!(
+            report.violations[0]
+                .message
+                .contains("both use base port 20000")
+        );
     }
 
     #[test]
     fn out_of_range_ports() {
         let report = validate(&[instance("low", 80), instance("high", 65500)]);
-        assert_eq!(kinds(&report), [ViolationKind::PortOutOfRange, ViolationKind::PortOutOfRange]);
+        assert_eq!(
+            kinds(&report),
+            [ViolationKind::PortOutOfRange, ViolationKind::PortOutOfRange]
+        );
         assert!(report.violations[1].message.contains("65500..65610"));
     }
 
@@ -547,7 +608,10 @@ mod tests {
         let report = validate(&[a, b]);
         // Different case: different paths, yet the same profile to OpenClaw.
         assert_eq!(kinds(&report), [ViolationKind::SharedProfile]);
-        let c = instance_with("c", 22000, |spec| spec.profile = Some("a".into()));
+        let c = instance_with("c", 22000, |spec| {
+            spec.name = Some("c".into());
+            spec.profile = Some("a".into());
+        });
         let report = validate(&[instance("a", 20000), c]);
         assert_eq!(kinds(&report), [ViolationKind::SharedProfile]);
     }
@@ -559,11 +623,16 @@ mod tests {
             s.workspace = Some("/shared/./ws/".into());
             s.config_path = Some("/home/ada/.openclaw-a/openclaw.json".into());
         });
-        let c = instance_with("c", 22000, |s| s.state_dir = Some("/home/ada/.openclaw-a".into()));
+        let c = instance_with("c", 22000, |s| {
+            s.state_dir = Some("/home/ada/.openclaw-a".into())
+        });
         let report = validate(&[a, b, c]);
         let kinds = kinds(&report);
         assert!(kinds.contains(&ViolationKind::SharedStateDir), "{kinds:?}");
-        assert!(kinds.contains(&ViolationKind::SharedConfigPath), "{kinds:?}");
+        assert!(
+            kinds.contains(&ViolationKind::SharedConfigPath),
+            "{kinds:?}"
+        );
         assert!(kinds.contains(&ViolationKind::SharedWorkspace), "{kinds:?}");
     }
 
@@ -597,22 +666,44 @@ mod tests {
         let report = validate(&[a, b, c]);
         assert_eq!(
             kinds(&report),
-            [ViolationKind::CdpPortInFootprint, ViolationKind::SharedCdpPort, ViolationKind::SharedCdpUrl]
+            [
+                ViolationKind::CdpPortInFootprint,
+                ViolationKind::SharedCdpPort,
+                ViolationKind::SharedCdpUrl
+            ]
         );
-        assert!(report.violations[0].message.contains("`a`'s CDP range 20011-20110"));
+        assert!(
+            report.violations[0]
+                .message
+                .contains("`a`'s CDP range 20011-20110")
+        );
     }
 
     #[test]
     fn dependencies() {
-        let a = instance_with("a", 20000, |s| s.depends_on = Some(crate::topology::OneOrMany::One("b".into())));
-        let b = instance_with("b", 21000, |s| s.depends_on = Some(crate::topology::OneOrMany::One("c".into())));
-        let c = instance_with("c", 22000, |s| s.depends_on = Some(crate::topology::OneOrMany::One("a".into())));
-        let d = instance_with("d", 23000, |s| s.depends_on = Some(crate::topology::OneOrMany::One("aa".into())));
-        let e = instance_with("e", 24000, |s| s.depends_on = Some(crate::topology::OneOrMany::One("e".into())));
+        let a = instance_with("a", 20000, |s| {
+            s.depends_on = Some(crate::topology::OneOrMany::One("b".into()))
+        });
+        let b = instance_with("b", 21000, |s| {
+            s.depends_on = Some(crate::topology::OneOrMany::One("c".into()))
+        });
+        let c = instance_with("c", 22000, |s| {
+            s.depends_on = Some(crate::topology::OneOrMany::One("a".into()))
+        });
+        let d = instance_with("d", 23000, |s| {
+            s.depends_on = Some(crate::topology::OneOrMany::One("aa".into()))
+        });
+        let e = instance_with("e", 24000, |s| {
+            s.depends_on = Some(crate::topology::OneOrMany::One("e".into()))
+        });
         let report = validate(&[a, b, c, d, e]);
         assert_eq!(
             kinds(&report),
-            [ViolationKind::UnknownDependency, ViolationKind::DependencyCycle, ViolationKind::DependencyCycle]
+            [
+                ViolationKind::UnknownDependency,
+                ViolationKind::DependencyCycle,
+                ViolationKind::DependencyCycle
+            ]
         );
         assert!(report.violations[0].message.contains("did you mean `a`?"));
         assert_eq!(report.violations[1].value, "a -> b -> c -> a");
@@ -622,10 +713,18 @@ mod tests {
     #[test]
     fn warnings() {
         let base = instance_with("base", 20000, |s| s.enabled = Some(false));
-        let app = instance_with("App", 21000, |s| s.depends_on = Some(crate::topology::OneOrMany::One("base".into())));
+        let app = instance_with("App", 21000, |s| {
+            s.depends_on = Some(crate::topology::OneOrMany::One("base".into()))
+        });
         let report = validate(&[base, app]);
         assert!(report.is_valid());
         let kinds: Vec<WarningKind> = report.warnings.iter().map(|w| w.kind).collect();
-        assert_eq!(kinds, [WarningKind::DependsOnDisabled, WarningKind::MacosServiceName]);
+        assert_eq!(
+            kinds,
+            [
+                WarningKind::DependsOnDisabled,
+                WarningKind::MacosServiceName
+            ]
+        );
     }
 }

@@ -59,7 +59,11 @@ impl ScriptError {
         }
     }
 
-    pub fn at(kind: ScriptErrorKind, location: Option<Location>, message: impl Into<String>) -> ScriptError {
+    pub fn at(
+        kind: ScriptErrorKind,
+        location: Option<Location>,
+        message: impl Into<String>,
+    ) -> ScriptError {
         let (file, line) = match location {
             Some(Location { file, line }) => (Some(file), Some(line)),
             None => (None, None),
@@ -74,7 +78,9 @@ impl ScriptError {
 
     pub fn read(path: &Path, err: &std::io::Error) -> ScriptError {
         let hint = match err.kind() {
-            std::io::ErrorKind::NotFound => "; give a script path, or run `reef init` to write a starter reef.lua",
+            std::io::ErrorKind::NotFound => {
+                "; give a script path, or run `reef init` to write a starter reef.lua"
+            }
             _ => "",
         };
         ScriptError {
@@ -99,8 +105,16 @@ impl ScriptError {
     }
 
     /// Raised from a `reef.*` function: the error points at the Lua line that called it.
-    pub(crate) fn raise(lua: &Lua, kind: ScriptErrorKind, message: impl Into<String>) -> mlua::Error {
-        mlua::Error::external(ScriptError::at(kind, super::caller_location(lua, 1), message))
+    pub(crate) fn raise(
+        lua: &Lua,
+        kind: ScriptErrorKind,
+        message: impl Into<String>,
+    ) -> mlua::Error {
+        mlua::Error::external(ScriptError::at(
+            kind,
+            super::caller_location(lua, 1),
+            message,
+        ))
     }
 
     /// Turns whatever Lua returned into a script error. `near` is where the script last was,
@@ -110,7 +124,9 @@ impl ScriptError {
             return own.clone();
         }
         match innermost(err) {
-            mlua::Error::SyntaxError { message, .. } => with_position(ScriptErrorKind::Syntax, message),
+            mlua::Error::SyntaxError { message, .. } => {
+                with_position(ScriptErrorKind::Syntax, message)
+            }
             mlua::Error::MemoryError(_) => ScriptError::at(
                 ScriptErrorKind::Memory,
                 near,
@@ -124,14 +140,20 @@ impl ScriptError {
 
 fn innermost(err: &mlua::Error) -> &mlua::Error {
     match err {
-        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => innermost(cause),
+        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
+            innermost(cause)
+        }
         other => other,
     }
 }
 
 /// Splits Lua's `file:line: message` (dropping any traceback) into its parts.
 fn with_position(kind: ScriptErrorKind, raw: &str) -> ScriptError {
-    let first = raw.split("\nstack traceback:").next().unwrap_or(raw).trim_end();
+    let first = raw
+        .split("\nstack traceback:")
+        .next()
+        .unwrap_or(raw)
+        .trim_end();
     if let Some((file, line, message)) = split_position(first) {
         return ScriptError {
             kind,
@@ -168,7 +190,10 @@ mod tests {
             split_position("examples/a.lua:12: attempt to call a nil value"),
             Some(("examples/a.lua", 12, "attempt to call a nil value"))
         );
-        assert_eq!(split_position("C:/x.lua:3: boom"), Some(("C:/x.lua", 3, "boom")));
+        assert_eq!(
+            split_position("C:/x.lua:3: boom"),
+            Some(("C:/x.lua", 3, "boom"))
+        );
         assert_eq!(split_position("no position here"), None);
     }
 }

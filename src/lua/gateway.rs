@@ -19,7 +19,11 @@ fn declare_gateway(lua: &Lua, table: Value) -> mlua::Result<Table> {
     let location = caller_location(lua, 1);
     let spec: GatewaySpec = parse_spec(lua, "reef.gateway", table, &location)?;
     let field_error = |kind, message: String| {
-        mlua::Error::external(ScriptError::at(kind, location.clone(), format!("reef.gateway: {message}")))
+        mlua::Error::external(ScriptError::at(
+            kind,
+            location.clone(),
+            format!("reef.gateway: {message}"),
+        ))
     };
 
     let mut state = state(lua);
@@ -31,7 +35,10 @@ fn declare_gateway(lua: &Lua, table: Value) -> mlua::Result<Table> {
             let allocated = state.auto_pool.next(&reserved);
             state.reserved = reserved;
             let base = allocated.map_err(|err| {
-                field_error(ScriptErrorKind::InvalidField, format!("port = \"auto\": {err}"))
+                field_error(
+                    ScriptErrorKind::InvalidField,
+                    format!("port = \"auto\": {err}"),
+                )
             })?;
             i64::from(base)
         }
@@ -51,7 +58,7 @@ fn declare_gateway(lua: &Lua, table: Value) -> mlua::Result<Table> {
     let instance = spec
         .resolve(port, &state.home, &state.script_dir, declared_at)
         .map_err(|err| {
-            let kind = if err.message.starts_with("missing") {
+            let kind = if err.message.starts_with("is missing") {
                 ScriptErrorKind::MissingField
             } else {
                 ScriptErrorKind::InvalidField
@@ -85,16 +92,26 @@ fn profile_view(lua: &Lua, name: Value) -> mlua::Result<Table> {
         return Err(ScriptError::raise(
             lua,
             ScriptErrorKind::InvalidField,
-            format!("reef.profile expects a profile name (a string), got {}", name.type_name()),
+            format!(
+                "reef.profile expects a profile name (a string), got {}",
+                name.type_name()
+            ),
         ));
     };
     let name = name.to_str()?.to_owned();
-    profile::check_name(&name)
-        .map_err(|err| ScriptError::raise(lua, ScriptErrorKind::InvalidField, format!("reef.profile: {err}")))?;
+    profile::check_name(&name).map_err(|err| {
+        ScriptError::raise(
+            lua,
+            ScriptErrorKind::InvalidField,
+            format!("reef.profile: {err}"),
+        )
+    })?;
     let home = state(lua).home.clone();
     let paths = ProfilePaths::resolve(&name, &home);
     let data = lua.to_value(&paths)?;
-    let Value::Table(data) = data else { unreachable!("a struct serializes to a table") };
+    let Value::Table(data) = data else {
+        unreachable!("a struct serializes to a table")
+    };
     data.set("hashed_port", profile::hashed_port(&name))?;
     read_only(lua, data, "a profile view")
 }
@@ -126,7 +143,11 @@ fn parse_spec<T: DeserializeOwned>(
     location: &Option<Location>,
 ) -> mlua::Result<T> {
     let error = |kind, message: String| {
-        mlua::Error::external(ScriptError::at(kind, location.clone(), format!("{function}: {message}")))
+        mlua::Error::external(ScriptError::at(
+            kind,
+            location.clone(),
+            format!("{function}: {message}"),
+        ))
     };
     let Value::Table(table) = value else {
         return Err(error(
@@ -138,17 +159,25 @@ fn parse_spec<T: DeserializeOwned>(
         ));
     };
     check_keys(&table, "", GATEWAY_FIELDS).map_err(|(kind, message)| error(kind, message))?;
-    let table = normalize_depends_on(lua, &table).map_err(|message| error(ScriptErrorKind::InvalidField, message))?;
+    let table = normalize_depends_on(lua, &table)
+        .map_err(|message| error(ScriptErrorKind::InvalidField, message))?;
     let deserializer = mlua::serde::Deserializer::new(Value::Table(table));
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
         let path = err.path().to_string();
         let inner = friendly_serde_message(&err.inner().to_string());
-        error(ScriptErrorKind::InvalidField, format!("field `{path}`: {inner}"))
+        error(
+            ScriptErrorKind::InvalidField,
+            format!("field `{path}`: {inner}"),
+        )
     })
 }
 
 /// Refuses unknown keys, recursing into the nested tables listed in `NESTED_FIELDS`.
-fn check_keys(table: &Table, prefix: &str, known: &[&str]) -> Result<(), (ScriptErrorKind, String)> {
+fn check_keys(
+    table: &Table,
+    prefix: &str,
+    known: &[&str],
+) -> Result<(), (ScriptErrorKind, String)> {
     for pair in table.pairs::<Value, Value>() {
         let (key, value) = pair.map_err(|err| (ScriptErrorKind::InvalidField, err.to_string()))?;
         let Value::String(key) = key else {
@@ -156,7 +185,11 @@ fn check_keys(table: &Table, prefix: &str, known: &[&str]) -> Result<(), (Script
                 ScriptErrorKind::InvalidField,
                 format!(
                     "{}takes named fields only (found a positional value); write e.g. profile = \"main\"",
-                    if prefix.is_empty() { String::new() } else { format!("field `{}` ", prefix.trim_end_matches('.')) }
+                    if prefix.is_empty() {
+                        String::new()
+                    } else {
+                        format!("field `{}` ", prefix.trim_end_matches('.'))
+                    }
                 ),
             ));
         };
@@ -168,7 +201,10 @@ fn check_keys(table: &Table, prefix: &str, known: &[&str]) -> Result<(), (Script
                 .unwrap_or_default();
             return Err((
                 ScriptErrorKind::UnknownField,
-                format!("unknown field `{path}`{hint}; known fields: {}", known.join(", ")),
+                format!(
+                    "unknown field `{path}`{hint}; known fields: {}",
+                    known.join(", ")
+                ),
             ));
         }
         if let (Value::Table(nested), Some((_, fields))) =
@@ -215,7 +251,8 @@ fn normalize_depends_on(lua: &Lua, table: &Table) -> Result<Table, String> {
             ));
         }
     };
-    copy.raw_set("depends_on", names).map_err(|e| e.to_string())?;
+    copy.raw_set("depends_on", names)
+        .map_err(|e| e.to_string())?;
     Ok(copy)
 }
 
@@ -236,6 +273,7 @@ fn dependency_name(value: &Value) -> Option<String> {
 /// Serde speaks Rust; scripts speak Lua.
 fn friendly_serde_message(message: &str) -> String {
     message
+        .trim_start_matches("deserialize error: ")
         .replace("expected i64", "expected an integer")
         .replace("expected f64", "expected a number (seconds)")
         .replace("expected a boolean", "expected true or false")

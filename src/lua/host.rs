@@ -6,7 +6,12 @@ use mlua::{Lua, Table};
 
 use super::{Host, read_only};
 
-pub(super) fn register(lua: &Lua, reef: &Table, host: &Host, script_dir: &Path) -> mlua::Result<()> {
+pub(super) fn register(
+    lua: &Lua,
+    reef: &Table,
+    host: &Host,
+    script_dir: &Path,
+) -> mlua::Result<()> {
     let env = lua.create_table()?;
     for (key, value) in &host.env {
         env.set(key.as_str(), value.as_str())?;

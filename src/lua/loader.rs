@@ -12,10 +12,8 @@ use mlua::{Lua, Table, Value};
 use super::{ScriptError, ScriptErrorKind, state};
 
 /// Lua modules shipped with reef: (module name, source). Not on disk, so never watched.
-pub const SHIPPED_MODULES: &[(&str, &str)] = &[(
-    "reef.rescue",
-    include_str!("../../scripts/reef/rescue.lua"),
-)];
+pub const SHIPPED_MODULES: &[(&str, &str)] =
+    &[("reef.rescue", include_str!("../../scripts/reef/rescue.lua"))];
 
 pub(super) fn register(lua: &Lua, reef: Table) -> mlua::Result<()> {
     let globals = lua.globals();
@@ -38,7 +36,10 @@ fn require(lua: &Lua, name: Value) -> mlua::Result<Value> {
         return Err(ScriptError::raise(
             lua,
             ScriptErrorKind::Runtime,
-            format!("require expects a module name (a string), got {}", name.type_name()),
+            format!(
+                "require expects a module name (a string), got {}",
+                name.type_name()
+            ),
         ));
     };
     let name = name.to_str()?.to_owned();
@@ -47,7 +48,8 @@ fn require(lua: &Lua, name: Value) -> mlua::Result<Value> {
     if !cached.is_nil() {
         return Ok(cached);
     }
-    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') || name.contains("..") {
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') || name.contains("..")
+    {
         return Err(ScriptError::raise(
             lua,
             ScriptErrorKind::Runtime,
@@ -64,12 +66,17 @@ fn require(lua: &Lua, name: Value) -> mlua::Result<Value> {
             return Err(ScriptError::raise(
                 lua,
                 ScriptErrorKind::Runtime,
-                format!("require cycle: {}; move what both need into a third module", cycle.join(" -> ")),
+                format!(
+                    "require cycle: {}; move what both need into a third module",
+                    cycle.join(" -> ")
+                ),
             ));
         }
         let relative = PathBuf::from(name.replace('.', "/"));
         let candidates = [relative.with_extension("lua"), relative.join("init.lua")];
-        let found = candidates.iter().find(|candidate| state.script_dir.join(candidate).is_file());
+        let found = candidates
+            .iter()
+            .find(|candidate| state.script_dir.join(candidate).is_file());
         match found {
             Some(relative) => {
                 let absolute = state.script_dir.join(relative);
@@ -86,14 +93,18 @@ fn require(lua: &Lua, name: Value) -> mlua::Result<Value> {
                 }
             }
             None => match SHIPPED_MODULES.iter().find(|(shipped, _)| *shipped == name) {
-                Some((_, source)) => (source.as_bytes().to_vec(), format!("@<reef>/{}.lua", name.replace('.', "/"))),
+                Some((_, source)) => (
+                    source.as_bytes().to_vec(),
+                    format!("@<reef>/{}.lua", name.replace('.', "/")),
+                ),
                 None => {
                     let looked: Vec<String> = candidates
                         .iter()
                         .map(|c| display_join(&state.script_dir_display, c))
                         .collect();
                     drop(state);
-                    let shipped: Vec<&str> = SHIPPED_MODULES.iter().map(|(name, _)| *name).collect();
+                    let shipped: Vec<&str> =
+                        SHIPPED_MODULES.iter().map(|(name, _)| *name).collect();
                     return Err(ScriptError::raise(
                         lua,
                         ScriptErrorKind::Runtime,

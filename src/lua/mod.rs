@@ -186,7 +186,12 @@ fn run(state: EvalState, display: &Path, source: &[u8], host: &Host) -> RunResul
 }
 
 fn new_vm(state: EvalState, host: &Host) -> mlua::Result<Lua> {
-    let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE | StdLib::OS;
+    let libs = StdLib::TABLE
+        | StdLib::STRING
+        | StdLib::MATH
+        | StdLib::UTF8
+        | StdLib::COROUTINE
+        | StdLib::OS;
     let lua = Lua::new_with(libs, LuaOptions::default())?;
     let memory = state.budget.limits.memory;
     let script_dir = state.script_dir.clone();
@@ -238,7 +243,15 @@ fn sandbox(lua: &Lua) -> mlua::Result<()> {
         globals.raw_set(name, mlua::Nil)?;
     }
     let os: Table = globals.get("os")?;
-    for name in ["execute", "exit", "remove", "rename", "tmpname", "getenv", "setlocale"] {
+    for name in [
+        "execute",
+        "exit",
+        "remove",
+        "rename",
+        "tmpname",
+        "getenv",
+        "setlocale",
+    ] {
         os.raw_set(name, mlua::Nil)?;
     }
     // Text chunks only: crafted bytecode can crash the VM.
@@ -274,14 +287,146 @@ pub(crate) fn read_only(lua: &Lua, data: Table, what: &str) -> mlua::Result<Tabl
     let what = what.to_owned();
     meta.set(
         "__newindex",
-        lua.create_function(move |_, (_, key): (mlua::Value, mlua::Value)| -> mlua::Result<()> {
-            Err(mlua::Error::runtime(format!(
-                "{what} is read-only (tried to set {})",
-                key.to_string().unwrap_or_else(|_| "a field".into())
-            )))
-        })?,
+        lua.create_function(
+            move |_, (_, key): (mlua::Value, mlua::Value)| -> mlua::Result<()> {
+                Err(mlua::Error::runtime(format!(
+                    "{what} is read-only (tried to set {})",
+                    key.to_string().unwrap_or_else(|_| "a field".into())
+                )))
+            },
+        )?,
     )?;
     meta.set("__metatable", false)?;
     view.set_metatable(Some(meta))?;
     Ok(view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> Host {
+        Host::from_env([("HOME".to_owned(), "/home/ada".to_owned())].into()).unwrap()
+    }
+
+    fn write(dir: &Path, name: &str, source: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, source).unwrap();
+        path
+    }
+
+    #[test]
+    fn files_of_a_failed_evaluation_are_still_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = write(
+            dir.path(),
+            "reef.lua",
+            "require 'lib.good'\nrequire 'lib.bad'\n",
+        );
+        write(dir.path(), "lib/good.lua", "return {}");
+        write(dir.path(), "lib/bad.lua", "error('broken module')");
+        let evaluation = evaluate(&script, &host(), Limits::default());
+        let err = evaluation.result.unwrap_err();
+        assert_eq!(err.kind, ScriptErrorKind::Runtime);
+        assert!(
+            err.file.as_deref().unwrap().ends_with("lib/bad.lua"),
+            "{err}"
+        );
+        let names: Vec<String> = evaluation
+            .files
+            .iter()
+            .map(|f| {
+                f.strip_prefix(dir.path().canonicalize().unwrap())
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(names, ["reef.lua", "lib/good.lua", "lib/bad.lua"]);
+    }
+
+    #[test]
+    fn instruction_budget_stops_an_endless_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = write(
+            dir.path(),
+            "loop.lua",
+            "local n = 0\nwhile true do n = n + 1 end\n",
+        );
+        let limits = Limits {
+            instructions: 1_000_000,
+            time: Duration::from_secs(60),
+            ..Limits::default()
+        };
+        let err = evaluate(&script, &host(), limits).result.unwrap_err();
+        assert_eq!(err.kind, ScriptErrorKind::Budget);
+        assert_eq!(err.line, Some(2));
+    }
+
+    #[test]
+    fn budget_also_covers_coroutines() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = write(
+            dir.path(),
+            "co.lua",
+            "local co = coroutine.wrap(function() while true do end end)\nco()\n",
+        );
+        let limits = Limits {
+            instructions: 1_000_000,
+            time: Duration::from_secs(60),
+            ..Limits::default()
+        };
+        let err = evaluate(&script, &host(), limits).result.unwrap_err();
+        assert_eq!(err.kind, ScriptErrorKind::Budget);
+    }
+
+    #[test]
+    fn memory_limit_stops_a_bomb() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = write(
+            dir.path(),
+            "bomb.lua",
+            "local t = {}\nwhile true do t[#t + 1] = {} end\n",
+        );
+        let limits = Limits {
+            memory: 4 << 20,
+            ..Limits::default()
+        };
+        let err = evaluate(&script, &host(), limits).result.unwrap_err();
+        assert_eq!(err.kind, ScriptErrorKind::Memory);
+    }
+
+    #[test]
+    fn a_caught_gateway_error_does_not_declare_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = write(
+            dir.path(),
+            "pcall.lua",
+            "local ok, err = pcall(reef.gateway, { profile = 'a', prot = 1 })\n\
+             assert(not ok and tostring(err):find('did you mean'))\n\
+             reef.gateway { profile = 'b', port = 20000 }\n",
+        );
+        let topology = evaluate(&script, &host(), Limits::default())
+            .result
+            .unwrap();
+        let names: Vec<&str> = topology.instances.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["b"]);
+    }
+
+    #[test]
+    fn sandbox_has_no_files_or_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = write(
+            dir.path(),
+            "sandbox.lua",
+            "assert(io == nil and dofile == nil and loadfile == nil)\n\
+             assert(os.execute == nil and os.exit == nil and os.getenv == nil and os.remove == nil)\n\
+             assert(type(os.time()) == 'number')\n\
+             assert(load(string.dump(function() end)) == nil)\n",
+        );
+        evaluate(&script, &host(), Limits::default())
+            .result
+            .unwrap();
+    }
 }

@@ -16,8 +16,13 @@ pub(super) fn register(lua: &Lua, reef: &Table) -> mlua::Result<()> {
 
 fn footprint(lua: &Lua, base: Value) -> mlua::Result<Table> {
     let base = integer(lua, "reef.ports.footprint", "base", &base)?;
-    let footprint = Footprint::new(base)
-        .map_err(|err| ScriptError::raise(lua, ScriptErrorKind::InvalidField, format!("reef.ports.footprint: {err}")))?;
+    let footprint = Footprint::new(base).map_err(|err| {
+        ScriptError::raise(
+            lua,
+            ScriptErrorKind::InvalidField,
+            format!("reef.ports.footprint: {err}"),
+        )
+    })?;
     footprint_table(lua, &footprint)
 }
 
@@ -60,7 +65,9 @@ fn pool(lua: &Lua, spec: Value) -> mlua::Result<LuaPool> {
             return Err(ScriptError::raise(
                 lua,
                 ScriptErrorKind::UnknownField,
-                format!("reef.ports.pool: unknown field `{key}`{hint}; known fields: from, to, spacing"),
+                format!(
+                    "reef.ports.pool: unknown field `{key}`{hint}; known fields: from, to, spacing"
+                ),
             ));
         }
     }
@@ -79,8 +86,13 @@ fn pool(lua: &Lua, spec: Value) -> mlua::Result<LuaPool> {
     };
     let from = field("from")?.ok_or_else(|| missing("from"))?;
     let to = field("to")?.ok_or_else(|| missing("to"))?;
-    let pool = Pool::new(from, to, field("spacing")?)
-        .map_err(|err| ScriptError::raise(lua, ScriptErrorKind::InvalidField, format!("reef.ports.pool: {err}")))?;
+    let pool = Pool::new(from, to, field("spacing")?).map_err(|err| {
+        ScriptError::raise(
+            lua,
+            ScriptErrorKind::InvalidField,
+            format!("reef.ports.pool: {err}"),
+        )
+    })?;
     Ok(LuaPool(pool))
 }
 
@@ -93,7 +105,9 @@ fn integer(lua: &Lua, function: &str, field: &str, value: &Value) -> mlua::Resul
             ScriptErrorKind::InvalidField,
             format!(
                 "{function}: `{field}` must be an integer port, got {}",
-                other.to_string().unwrap_or_else(|_| other.type_name().to_owned())
+                other
+                    .to_string()
+                    .unwrap_or_else(|_| other.type_name().to_owned())
             ),
         )),
     }
@@ -116,13 +130,18 @@ impl UserData for LuaPool {
             let mut state = state(lua);
             match this.0.next(&state.reserved) {
                 Ok(base) => {
-                    let footprint = Footprint::new(i64::from(base)).expect("pools only yield fitting bases");
+                    let footprint =
+                        Footprint::new(i64::from(base)).expect("pools only yield fitting bases");
                     state.reserved.push(footprint.range());
                     Ok(i64::from(base))
                 }
                 Err(err) => {
                     drop(state);
-                    Err(ScriptError::raise(lua, ScriptErrorKind::Runtime, format!("pool:next(): {err}")))
+                    Err(ScriptError::raise(
+                        lua,
+                        ScriptErrorKind::Runtime,
+                        format!("pool:next(): {err}"),
+                    ))
                 }
             }
         });
