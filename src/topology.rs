@@ -417,6 +417,19 @@ impl GatewaySpec {
                 "is not a valid environment variable name",
             ));
         }
+        if let Some((key, field)) = env.keys().find_map(|key| {
+            ISOLATION_VARS
+                .iter()
+                .find(|(var, _)| var == key)
+                .map(|(var, field)| (*var, *field))
+        }) {
+            return Err(FieldError::new(
+                format!("env.{key}"),
+                format!(
+                    "would override the isolation reef derives and checks; set `{field}` instead"
+                ),
+            ));
+        }
 
         let restart = self.restart.unwrap_or_default();
         let backoff = restart.backoff.unwrap_or_default();
@@ -650,6 +663,16 @@ pub struct Instance {
     pub enabled: bool,
     pub declared_at: Location,
 }
+
+/// Variables reef sets from an instance's fields, with the field that sets each: `env` may not
+/// override them, or validation would check one thing and the gateway do another.
+pub const ISOLATION_VARS: &[(&str, &str)] = &[
+    ("OPENCLAW_PROFILE", "profile"),
+    ("OPENCLAW_STATE_DIR", "state_dir"),
+    ("OPENCLAW_CONFIG_PATH", "config_path"),
+    ("OPENCLAW_GATEWAY_PORT", "port"),
+    ("OPENCLAW_WORKSPACE_DIR", "workspace"),
+];
 
 /// Variables a gateway inherits from whoever started it that would point it at another
 /// gateway; a supervised or manual run drops them (a running gateway sets them for its children).

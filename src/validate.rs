@@ -34,6 +34,7 @@ pub enum ViolationKind {
 pub enum WarningKind {
     MacosServiceName,
     DependsOnDisabled,
+    NoGateways,
 }
 
 /// An isolation mistake: the plan cannot run as written.
@@ -80,6 +81,14 @@ pub fn validate(instances: &[Instance]) -> Report {
     checker.browsers();
     checker.dependencies();
     checker.macos_service_names();
+    if instances.is_empty() {
+        checker.report.warnings.push(Warning {
+            kind: WarningKind::NoGateways,
+            instances: Vec::new(),
+            message: "the script declares no gateways; add one with reef.gateway { profile = \"main\", port = 18789 }"
+                .into(),
+        });
+    }
     checker.report
 }
 
@@ -192,11 +201,30 @@ impl<'a> Checker<'a> {
                 &i.workspace
             }),
         ];
+        // Config path and workspace default to places inside the state dir: when the state dir
+        // is shared, their sharing is the same mistake.
+        let mut by_state_dir: BTreeSet<Vec<String>> = BTreeSet::new();
         for (kind, what, field) in checks {
             for (path, group) in self.shared(|i| Some(field(i).to_path_buf())) {
                 let names: Vec<&str> = group.iter().map(|i| i.name.as_str()).collect();
-                if by_profile.contains(&names.iter().map(|n| n.to_string()).collect::<Vec<_>>()) {
+                let owned: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+                if by_profile.contains(&owned) {
                     continue;
+                }
+                let derived = group.iter().all(|i| match kind {
+                    ViolationKind::SharedConfigPath => {
+                        i.config_path == profile::config_path(&i.state_dir)
+                    }
+                    ViolationKind::SharedWorkspace => {
+                        i.workspace == profile::workspace(&i.state_dir)
+                    }
+                    _ => false,
+                });
+                if derived && by_state_dir.contains(&owned) {
+                    continue;
+                }
+                if kind == ViolationKind::SharedStateDir {
+                    by_state_dir.insert(owned);
                 }
                 let field_name = what.replace(' ', "_");
                 self.violation(
@@ -278,7 +306,7 @@ impl<'a> Checker<'a> {
                         &[instance, other],
                         port.to_string(),
                         format!(
-                            "`{}` pins browser.cdp_port {port}, which is `{}`'s {role}; \
+                            "`{}` pins browser.cdp_port {port}, which lies inside `{}`'s footprint ({role}); \
                              pick a port inside `{}`'s own footprint or outside every other",
                             instance.name, other.name, instance.name
                         ),
@@ -675,7 +703,7 @@ mod tests {
         assert!(
             report.violations[0]
                 .message
-                .contains("`a`'s CDP range 20011-20110")
+                .contains("inside `a`'s footprint (CDP range 20011-20110)")
         );
     }
 

@@ -154,6 +154,12 @@ fn with_position(kind: ScriptErrorKind, raw: &str) -> ScriptError {
         .next()
         .unwrap_or(raw)
         .trim_end();
+    if first.starts_with("table: 0x") || first.starts_with("userdata: 0x") {
+        return ScriptError::plain(
+            kind,
+            "the script raised an error value that is not a string (a table?); raise a message, e.g. error(\"what went wrong\")",
+        );
+    }
     if let Some((file, line, message)) = split_position(first) {
         return ScriptError {
             kind,

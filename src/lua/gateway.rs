@@ -159,7 +159,7 @@ fn parse_spec<T: DeserializeOwned>(
         ));
     };
     check_keys(&table, "", GATEWAY_FIELDS).map_err(|(kind, message)| error(kind, message))?;
-    let table = normalize_depends_on(lua, &table)
+    let table = normalize_spec(lua, &table)
         .map_err(|message| error(ScriptErrorKind::InvalidField, message))?;
     let deserializer = mlua::serde::Deserializer::new(Value::Table(table));
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
@@ -216,12 +216,28 @@ fn check_keys(
     Ok(())
 }
 
-/// Copies the spec table, turning `depends_on` views and names into a list of names.
-fn normalize_depends_on(lua: &Lua, table: &Table) -> Result<Table, String> {
+/// Copies the spec table, turning `depends_on` views and names into a list of names and
+/// numbers in `env` into strings (as a shell would).
+fn normalize_spec(lua: &Lua, table: &Table) -> Result<Table, String> {
     let copy = lua.create_table().map_err(|e| e.to_string())?;
     for pair in table.pairs::<Value, Value>() {
         let (key, value) = pair.map_err(|e| e.to_string())?;
         copy.raw_set(key, value).map_err(|e| e.to_string())?;
+    }
+    if let Value::Table(env) = table.raw_get::<Value>("env").map_err(|e| e.to_string())? {
+        let strings = lua.create_table().map_err(|e| e.to_string())?;
+        for pair in env.pairs::<Value, Value>() {
+            let (key, value) = pair.map_err(|e| e.to_string())?;
+            let value = match value {
+                Value::Integer(_) | Value::Number(_) => Value::String(
+                    lua.create_string(value.to_string().map_err(|e| e.to_string())?)
+                        .map_err(|e| e.to_string())?,
+                ),
+                other => other,
+            };
+            strings.raw_set(key, value).map_err(|e| e.to_string())?;
+        }
+        copy.raw_set("env", strings).map_err(|e| e.to_string())?;
     }
     let depends_on: Value = table.raw_get("depends_on").map_err(|e| e.to_string())?;
     let names = match depends_on {

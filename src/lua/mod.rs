@@ -202,26 +202,36 @@ fn new_vm(state: EvalState, host: &Host) -> mlua::Result<Lua> {
     gateway::register(&lua, &reef)?;
     ports::register(&lua, &reef)?;
     host::register(&lua, &reef, host, &script_dir)?;
+    guard_unknown_members(&lua, &reef)?;
     loader::register(&lua, reef)?;
 
+    // Lines keep `last_location` current (memory errors carry no position of their own);
+    // every HOOK_EVERY instructions the budget is checked.
     lua.set_global_hook(
-        HookTriggers::new().every_nth_instruction(HOOK_EVERY),
+        HookTriggers::new()
+            .every_line()
+            .every_nth_instruction(HOOK_EVERY),
         |lua, debug| {
             let mut state = lua.app_data_mut::<EvalState>().expect("evaluation state");
             let budget = &mut state.budget;
-            budget.instructions += u64::from(HOOK_EVERY);
-            let location = debug
-                .source()
-                .source
-                .and_then(|source| source.strip_prefix('@').map(str::to_owned))
-                .zip(debug.current_line())
-                .map(|(file, line)| Location {
-                    file,
-                    line: line as u32,
-                });
-            if location.is_some() {
-                budget.last_location = location;
+            if let (Some(source), Some(line)) = (debug.source().source, debug.current_line())
+                && let Some(file) = source.strip_prefix('@')
+            {
+                let line = line as u32;
+                match &mut budget.last_location {
+                    Some(location) if location.file == file => location.line = line,
+                    other => {
+                        *other = Some(Location {
+                            file: file.to_owned(),
+                            line,
+                        })
+                    }
+                }
             }
+            if debug.event() != mlua::debug::DebugEvent::Count {
+                return Ok(VmState::Continue);
+            }
+            budget.instructions += u64::from(HOOK_EVERY);
             let elapsed = budget.started.elapsed();
             if budget.instructions > budget.limits.instructions || elapsed > budget.limits.time {
                 return Err(mlua::Error::external(ScriptError::over_budget(
@@ -234,6 +244,37 @@ fn new_vm(state: EvalState, host: &Host) -> mlua::Result<Lua> {
     )?;
     lua.set_memory_limit(memory)?;
     Ok(lua)
+}
+
+/// Makes `reef.gatewya` an error with a hint instead of a puzzling "attempt to call a nil value".
+fn guard_unknown_members(lua: &Lua, reef: &Table) -> mlua::Result<()> {
+    let mut members: Vec<String> = Vec::new();
+    for pair in reef.pairs::<String, mlua::Value>() {
+        members.push(pair?.0);
+    }
+    members.sort();
+    let meta = lua.create_table()?;
+    meta.set(
+        "__index",
+        lua.create_function(
+            move |lua, (_, key): (mlua::Value, mlua::Value)| -> mlua::Result<()> {
+                let key = key.to_string().unwrap_or_default();
+                let hint = crate::suggest::did_you_mean(&key, members.iter().map(String::as_str))
+                    .map(|s| format!(" (did you mean reef.{s}?)"))
+                    .unwrap_or_default();
+                Err(ScriptError::raise(
+                    lua,
+                    ScriptErrorKind::Runtime,
+                    format!(
+                        "reef.{key} does not exist{hint}; reef has: {}",
+                        members.join(", ")
+                    ),
+                ))
+            },
+        )?,
+    )?;
+    reef.set_metatable(Some(meta))?;
+    Ok(())
 }
 
 /// Removes what a topology script has no business with: files, processes, bytecode.
@@ -288,11 +329,15 @@ pub(crate) fn read_only(lua: &Lua, data: Table, what: &str) -> mlua::Result<Tabl
     meta.set(
         "__newindex",
         lua.create_function(
-            move |_, (_, key): (mlua::Value, mlua::Value)| -> mlua::Result<()> {
-                Err(mlua::Error::runtime(format!(
-                    "{what} is read-only (tried to set {})",
-                    key.to_string().unwrap_or_else(|_| "a field".into())
-                )))
+            move |lua, (_, key): (mlua::Value, mlua::Value)| -> mlua::Result<()> {
+                Err(ScriptError::raise(
+                    lua,
+                    ScriptErrorKind::Runtime,
+                    format!(
+                        "{what} is read-only (tried to set {})",
+                        key.to_string().unwrap_or_else(|_| "a field".into())
+                    ),
+                ))
             },
         )?,
     )?;
