@@ -27,6 +27,22 @@ pub enum Command {
     Env(EnvArgs),
     /// Write a starter reef.lua (a main and a rescue gateway); never overwrites.
     Init(InitArgs),
+    /// Create missing state dirs (0700) and minimal configs (0600, port and token pinned).
+    Setup(SetupArgs),
+    /// Start the gateways and supervise them in the foreground; Ctrl-C stops them all.
+    Up(ScriptArg),
+    /// State, pid, health, readiness, restarts, uptime and ports of every instance.
+    Status(StatusArgs),
+    /// Start one instance of the running topology.
+    Start(NameArgs),
+    /// Stop one instance of the running topology (it stays stopped until started).
+    Stop(NameArgs),
+    /// Restart one instance of the running topology (also clears a config error).
+    Restart(NameArgs),
+    /// Show an instance's captured output.
+    Logs(LogsArgs),
+    /// Run the built-in reference gateway (what runtime "builtin" starts).
+    Gateway(GatewayArgs),
 }
 
 /// The topology script argument shared by most verbs.
@@ -65,4 +81,65 @@ pub struct InitArgs {
     /// Where to write the starter script.
     #[arg(value_name = "PATH", default_value = "reef.lua")]
     pub path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    #[command(flatten)]
+    pub script: ScriptArg,
+
+    /// Report what was done as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub script: ScriptArg,
+
+    /// Print the status as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Refresh every second until interrupted.
+    #[arg(long, conflicts_with = "json")]
+    pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// The instance's name.
+    pub name: String,
+
+    #[command(flatten)]
+    pub script: ScriptArg,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The instance's name.
+    pub name: String,
+
+    #[command(flatten)]
+    pub script: ScriptArg,
+
+    /// Keep printing new output as it arrives.
+    #[arg(short, long)]
+    pub follow: bool,
+
+    /// How many of the last lines to print first.
+    #[arg(short = 'n', long, default_value_t = 50)]
+    pub lines: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// The base port: HTTP and probes here, browser control at +2.
+    #[arg(long)]
+    pub port: u16,
+
+    /// Seconds to report "starting" on /readyz before turning ready.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub startup_delay: f64,
 }

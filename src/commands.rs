@@ -1,10 +1,15 @@
 //! One function per verb. This is the output layer: the only module that prints.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Command, EnvArgs, InitArgs, PlanArgs};
+use crate::cli::{
+    Command, EnvArgs, GatewayArgs, InitArgs, LogsArgs, NameArgs, PlanArgs, ScriptArg, SetupArgs,
+    StatusArgs,
+};
+use crate::control::{self, Request};
+use crate::layout::{TopologyDirs, UpLock};
 use crate::lua::{Host, Limits};
 use crate::plan::{self, Plan};
 use crate::render::{self, Style};
@@ -14,15 +19,30 @@ use crate::topology::{INHERITED_GATEWAY_VARS, PROFILE_VARS, Runtime};
 /// reef's exit codes (documented in the README).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
-    Success = 0,
+    Success,
     /// The topology evaluated but breaks isolation rules.
-    Violations = 1,
+    Violations,
     /// The script could not be read or evaluated.
-    ScriptError = 2,
+    ScriptError,
     /// Anything else went wrong (the message says what).
-    Failure = 3,
+    Failure,
     /// The command line was wrong.
-    Usage = 64,
+    Usage,
+    /// `reef gateway`'s own codes: 1 port in use, 78 configuration error.
+    Gateway(u8),
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Violations => 1,
+            Exit::ScriptError => 2,
+            Exit::Failure => 3,
+            Exit::Usage => 64,
+            Exit::Gateway(code) => code,
+        }
+    }
 }
 
 /// The starter script `reef init` writes.
@@ -33,6 +53,14 @@ pub fn run(command: Command) -> Result<Exit> {
         Command::Plan(args) => plan(args),
         Command::Env(args) => env(args),
         Command::Init(args) => init(args),
+        Command::Setup(args) => setup(args),
+        Command::Up(args) => up(args),
+        Command::Status(args) => status(args),
+        Command::Start(args) => control_verb(args, |name| Request::Start { name }),
+        Command::Stop(args) => control_verb(args, |name| Request::Stop { name }),
+        Command::Restart(args) => control_verb(args, |name| Request::Restart { name }),
+        Command::Logs(args) => logs(args),
+        Command::Gateway(args) => gateway(args),
     }
 }
 
@@ -175,4 +203,243 @@ fn init(args: InitArgs) -> Result<Exit> {
     );
     println!("next: reef plan {}", path.display());
     Ok(Exit::Success)
+}
+
+fn current_thread_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn process_env() -> std::collections::BTreeMap<String, String> {
+    std::env::vars().collect()
+}
+
+/// Prints a plan's violations; true if there were any.
+fn report_violations(plan: &Plan) -> bool {
+    let style = Style::for_stderr();
+    for warning in &plan.report.warnings {
+        eprintln!("{}", render::warning_text(warning, style));
+    }
+    for violation in &plan.report.violations {
+        eprintln!("{}", render::violation_text(violation, style));
+    }
+    !plan.is_valid()
+}
+
+fn setup(args: SetupArgs) -> Result<Exit> {
+    let plan = match load(&args.script.script, args.json)? {
+        Ok(plan) => plan,
+        Err(exit) => return Ok(exit),
+    };
+    if report_violations(&plan) {
+        eprintln!("nothing was set up: fix the violations above first");
+        return Ok(Exit::Violations);
+    }
+    let mut reports = Vec::new();
+    for instance in &plan.topology.instances {
+        let report = crate::setup::set_up(instance)
+            .with_context(|| format!("setting up `{}`", instance.name))?;
+        if !args.json {
+            let mut done = Vec::new();
+            if report.created_state_dir {
+                done.push(format!("created {} (0700)", instance.state_dir.display()));
+            }
+            if report.wrote_config {
+                done.push(format!(
+                    "wrote {} (0600, port {}, token pinned)",
+                    instance.config_path.display(),
+                    instance.port
+                ));
+            } else {
+                done.push(format!(
+                    "kept the existing {}",
+                    instance.config_path.display()
+                ));
+            }
+            println!("{}: {}", instance.name, done.join("; "));
+            if let Some(note) = &report.note {
+                eprintln!(
+                    "{} {}: {note}",
+                    Style::for_stderr().warning("warning:"),
+                    instance.name
+                );
+            }
+        }
+        reports.push(report);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    Ok(Exit::Success)
+}
+
+fn up(args: ScriptArg) -> Result<Exit> {
+    let plan = match load(&args.script, false)? {
+        Ok(plan) => plan,
+        Err(exit) => return Ok(exit),
+    };
+    if report_violations(&plan) {
+        eprintln!(
+            "no gateway was started: fix the violations above first (`reef plan` shows them)"
+        );
+        return Ok(Exit::Violations);
+    }
+    let env = process_env();
+    let dirs = TopologyDirs::for_script(&args.script, &env)?;
+    dirs.create()?;
+    let _lock = UpLock::acquire(&dirs)
+        .with_context(|| format!("cannot supervise {}", args.script.display()))?;
+    tracing::info!(
+        "supervising {} ({} gateways); logs in {}, control socket {}",
+        args.script.display(),
+        plan.topology.instances.len(),
+        dirs.logs.display(),
+        dirs.socket.display()
+    );
+    current_thread_runtime()?.block_on(crate::supervisor::run(plan, dirs, env))?;
+    Ok(Exit::Success)
+}
+
+fn dirs_of(script: &std::path::Path) -> Result<TopologyDirs> {
+    TopologyDirs::for_script(script, &process_env())
+}
+
+fn ask(script: &std::path::Path, request: &Request) -> Result<control::Response> {
+    let dirs = dirs_of(script)?;
+    let response = control::request(&dirs.socket, request).map_err(|err| match err {
+        control::ClientError::NotRunning(_) => anyhow::anyhow!(
+            "no reef is running {} (no control socket at {}); start it with `reef up {}`",
+            script.display(),
+            dirs.socket.display(),
+            script.display()
+        ),
+        other => anyhow::anyhow!(other),
+    })?;
+    if !response.ok {
+        anyhow::bail!(
+            "{}",
+            response
+                .message
+                .unwrap_or_else(|| "reef refused the request".into())
+        );
+    }
+    Ok(response)
+}
+
+fn status(args: StatusArgs) -> Result<Exit> {
+    let script = &args.script.script;
+    let clear = args.watch && std::io::stdout().is_terminal();
+    loop {
+        let response = ask(script, &Request::Status)?;
+        let status = response.status.context("reef sent no status")?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            return Ok(Exit::Success);
+        }
+        let table = render::status_table(&status, crate::supervisor::status::unix_now());
+        if clear {
+            print!("\x1b[2J\x1b[H");
+        }
+        print!("{table}");
+        std::io::stdout().flush()?;
+        if !args.watch {
+            return Ok(Exit::Success);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        if !clear {
+            println!();
+        }
+    }
+}
+
+fn control_verb(args: NameArgs, make: fn(String) -> Request) -> Result<Exit> {
+    let response = ask(&args.script.script, &make(args.name.clone()))?;
+    println!(
+        "{}: {}",
+        args.name,
+        response.message.unwrap_or_else(|| "done".into())
+    );
+    Ok(Exit::Success)
+}
+
+fn logs(args: LogsArgs) -> Result<Exit> {
+    let plan = match load(&args.script.script, false)? {
+        Ok(plan) => plan,
+        Err(exit) => return Ok(exit),
+    };
+    if plan.topology.instance(&args.name).is_none() {
+        let names: Vec<&str> = plan
+            .topology
+            .instances
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect();
+        let hint = did_you_mean(&args.name, names.iter().copied())
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        anyhow::bail!(
+            "no instance named `{}`{hint}; instances: {}",
+            args.name,
+            names.join(", ")
+        );
+    }
+    let log = dirs_of(&args.script.script)?.log(&args.name);
+    let text = crate::supervisor::logs::tail(&log, args.lines).map_err(|err| {
+        if err.kind() == std::io::ErrorKind::NotFound {
+            anyhow::anyhow!(
+                "`{}` has no log yet ({} does not exist); has it been started with `reef up`?",
+                args.name,
+                log.display()
+            )
+        } else {
+            anyhow::anyhow!("cannot read {}: {err}", log.display())
+        }
+    })?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    if !args.follow {
+        return Ok(Exit::Success);
+    }
+    follow(&log, &mut stdout)
+}
+
+/// Prints what is appended to `log`, forever; starts over when the file is truncated (rotated).
+fn follow(log: &std::path::Path, out: &mut impl Write) -> Result<Exit> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(log)?;
+    let mut offset = file.seek(SeekFrom::End(0))?;
+    let mut buffer = Vec::new();
+    loop {
+        let size = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+        if size < offset {
+            file = std::fs::File::open(log)?;
+            offset = 0;
+        }
+        if size > offset {
+            file.seek(SeekFrom::Start(offset))?;
+            buffer.clear();
+            Read::by_ref(&mut file)
+                .take(size - offset)
+                .read_to_end(&mut buffer)?;
+            offset += buffer.len() as u64;
+            out.write_all(&buffer)?;
+            out.flush()?;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn gateway(args: GatewayArgs) -> Result<Exit> {
+    if !args.startup_delay.is_finite() || args.startup_delay < 0.0 {
+        anyhow::bail!("--startup-delay must be 0 or more seconds");
+    }
+    let options = crate::gateway::Options {
+        port: args.port,
+        startup_delay: std::time::Duration::from_secs_f64(args.startup_delay),
+    };
+    let code = current_thread_runtime()?.block_on(crate::gateway::run(options));
+    Ok(Exit::Gateway(code))
 }

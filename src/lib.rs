@@ -11,17 +11,30 @@
 //! - [`plan`]: evaluation plus validation: what `reef plan` reports.
 //! - [`render`]: human tables and the stable JSON forms.
 //! - [`suggest`]: "did you mean" hints.
+//! - [`supervisor`]: `reef up`: one task per instance (spawn, probes, restart, stop), shutdown
+//!   in reverse dependency order.
+//! - [`control`]: the Unix-socket server of a running `reef up` and its client.
+//! - [`layout`]: where a topology's lock, logs and socket live.
+//! - [`hostports`]: which ports are free on the host, and who holds the others.
+//! - [`setup`]: state dirs and minimal configs for `reef setup`.
+//! - [`gateway`]: the built-in reference gateway (`reef gateway`).
 //!
 //! The core (`topology`, `profile`, `ports`, `validate`) is pure: no Lua, no async runtime, no
 //! filesystem. The Lua layer turns a script into a `Topology`; everything after works on data.
 
 pub mod cli;
 pub mod commands;
+pub mod control;
+pub mod gateway;
+pub mod hostports;
+pub mod layout;
 pub mod lua;
 pub mod plan;
 pub mod ports;
 pub mod profile;
 pub mod render;
+pub mod setup;
 pub mod suggest;
+pub mod supervisor;
 pub mod topology;
 pub mod validate;

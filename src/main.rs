@@ -1,7 +1,8 @@
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use reef::cli::Cli;
+use reef::cli::{Cli, Command};
 use reef::commands::{self, Exit};
 
 fn main() -> ExitCode {
@@ -10,13 +11,15 @@ fn main() -> ExitCode {
         Err(err) => {
             let _ = err.print();
             return ExitCode::from(if err.use_stderr() {
-                Exit::Usage as u8
+                Exit::Usage.code()
             } else {
                 0
             });
         }
     };
-    init_logging(cli.verbose);
+    // `reef up` is a foreground supervisor: its events are its output.
+    let quiet_level = u8::from(matches!(cli.command, Command::Up(_)));
+    init_logging(cli.verbose.max(quiet_level));
     let exit = match commands::run(cli.command) {
         Ok(exit) => exit,
         Err(err) => {
@@ -24,7 +27,7 @@ fn main() -> ExitCode {
             Exit::Failure
         }
     };
-    ExitCode::from(exit as u8)
+    ExitCode::from(exit.code())
 }
 
 fn init_logging(verbose: u8) {
@@ -35,8 +38,12 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let color = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(color)
+        .with_target(false)
         .init();
 }

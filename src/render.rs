@@ -265,3 +265,72 @@ pub fn env_exports(vars: &BTreeMap<String, String>, order: &[&str], unset: &[&st
     }
     out
 }
+
+/// "2h05m", "3m12s", "41s".
+pub fn duration_text(seconds: f64) -> String {
+    let total = seconds.max(0.0) as u64;
+    let (hours, minutes, secs) = (total / 3600, total % 3600 / 60, total % 60);
+    match (hours, minutes) {
+        (0, 0) => format!("{secs}s"),
+        (0, _) => format!("{minutes}m{secs:02}s"),
+        (hours, _) if hours >= 48 => format!("{}d{:02}h", hours / 24, hours % 24),
+        _ => format!("{hours}h{minutes:02}m"),
+    }
+}
+
+/// The human table of `reef status`.
+pub fn status_table(status: &crate::supervisor::status::TopologyStatus, now: f64) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header([
+            "NAME", "STATE", "PID", "HEALTH", "READY", "RESTARTS", "UPTIME", "PORTS", "NOTE",
+        ]);
+    for instance in &status.instances {
+        let health = match instance.healthy {
+            Some(true) => "ok",
+            Some(false) => "failing",
+            None => "-",
+        };
+        table.add_row([
+            Cell::new(&instance.name),
+            Cell::new(instance.state),
+            Cell::new(
+                instance
+                    .pid
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "-".into()),
+            ),
+            Cell::new(health),
+            Cell::new(if instance.ready { "yes" } else { "no" }),
+            Cell::new(instance.restarts),
+            Cell::new(
+                instance
+                    .started_at
+                    .map(|at| duration_text(now - at))
+                    .unwrap_or_else(|| "-".into()),
+            ),
+            Cell::new(format!(
+                "{},{},{}-{}",
+                instance.ports.gateway,
+                instance.ports.browser_control,
+                instance.ports.cdp_first,
+                instance.ports.cdp_last
+            )),
+            Cell::new(instance.message.as_deref().unwrap_or("")),
+        ]);
+    }
+    let mut out = String::new();
+    for line in table.to_string().lines() {
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "reef pid {}, supervising {} for {}\n",
+        status.pid,
+        status.script.display(),
+        duration_text(now - status.started_at)
+    ));
+    out
+}

@@ -1,0 +1,709 @@
+//! One task per instance: spawn, probe, restart, stop.
+//!
+//! The task owns its child process and is driven by messages ([`Command`]) from a cheap,
+//! cloneable [`InstanceHandle`]; it publishes its [`InstanceStatus`] on a watch channel and bumps
+//! a topology-wide counter on every change, which dependents and the progress display await.
+//!
+//! The loop: wait until wanted, wait for dependencies to be ready, check that the ports are free
+//! (else `blocked`, retried), spawn into a new session (so its own process group) with output
+//! straight to the log file, probe readiness then liveness (checking the JSON body), and on exit
+//! apply the restart policy with backoff. Exit 78 is a configuration error: no restart until a
+//! manual restart. A stop is the configured signal to the whole group, then SIGKILL after the
+//! stop timeout.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tokio::process::Child;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::backoff;
+use super::launch::{self, describe_exit, group_alive, signal_group};
+use super::probe::{self, Expect};
+use super::status::{InstanceStatus, PortSummary, State, unix_now};
+use crate::hostports;
+use crate::topology::{Instance, RestartPolicy};
+
+/// How often readiness is polled while a gateway starts.
+const STARTUP_POLL: Duration = Duration::from_millis(100);
+/// How often a blocked instance checks its ports again.
+const BLOCKED_RETRY: Duration = Duration::from_secs(2);
+/// Consecutive liveness failures that make reef restart a gateway.
+const LIVENESS_FAILURES: u32 = 3;
+/// Exit code meaning "configuration problem" for OpenClaw and the built-in gateway.
+pub const EXIT_CONFIG: i32 = 78;
+
+type Reply = oneshot::Sender<Result<String, String>>;
+
+/// What a handle can ask of an instance task.
+#[derive(Debug)]
+pub enum Command {
+    Start(Reply),
+    Stop(Reply),
+    Restart(Reply),
+    /// Stop the gateway and end the task.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A cheap handle to one instance task.
+#[derive(Debug, Clone)]
+pub struct InstanceHandle {
+    pub name: String,
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<InstanceStatus>,
+}
+
+impl InstanceHandle {
+    pub fn status(&self) -> InstanceStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<InstanceStatus> {
+        self.status.clone()
+    }
+
+    async fn ask(&self, make: impl FnOnce(Reply) -> Command) -> Result<String, String> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| format!("instance `{}` is shutting down", self.name))?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(format!("instance `{}` is shutting down", self.name)))
+    }
+
+    pub async fn start(&self) -> Result<String, String> {
+        self.ask(Command::Start).await
+    }
+
+    pub async fn stop(&self) -> Result<String, String> {
+        self.ask(Command::Stop).await
+    }
+
+    pub async fn restart(&self) -> Result<String, String> {
+        self.ask(Command::Restart).await
+    }
+
+    /// Stops the gateway and ends the task; returns once both are done.
+    pub async fn shutdown(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(done)).await.is_ok() {
+            let _ = finished.await;
+        }
+    }
+}
+
+/// What every instance task shares.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The binary that runs `reef gateway` for the builtin runtime.
+    pub reef_binary: PathBuf,
+    /// reef's own environment, filtered per launch.
+    pub inherited_env: Arc<BTreeMap<String, String>>,
+    /// Bumped on every status change of any instance.
+    pub changed: Arc<watch::Sender<u64>>,
+}
+
+/// Starts the task for `instance`; it starts the gateway at once if the instance is enabled,
+/// after `dependencies` are ready.
+pub fn spawn(
+    instance: Instance,
+    log: PathBuf,
+    context: Context,
+    dependencies: Vec<watch::Receiver<InstanceStatus>>,
+) -> InstanceHandle {
+    let footprint = instance
+        .footprint()
+        .expect("validated plans have fitting footprints");
+    let initial = InstanceStatus {
+        name: instance.name.clone(),
+        profile: instance.profile.clone(),
+        state: if instance.enabled {
+            State::Waiting
+        } else {
+            State::Stopped
+        },
+        pid: None,
+        healthy: None,
+        ready: false,
+        restarts: 0,
+        started_at: None,
+        since: unix_now(),
+        ports: PortSummary {
+            gateway: footprint.gateway,
+            browser_control: footprint.browser_control,
+            cdp_first: footprint.cdp.first,
+            cdp_last: footprint.cdp.last,
+        },
+        last_exit: None,
+        message: (!instance.enabled).then(|| "disabled in the topology".to_owned()),
+        log: log.clone(),
+    };
+    let (status_tx, status_rx) = watch::channel(initial);
+    let (commands_tx, commands_rx) = mpsc::channel(8);
+    let runner = Runner {
+        want_running: instance.enabled,
+        instance,
+        log,
+        context,
+        status: status_tx,
+        commands: commands_rx,
+        dependencies,
+        failures: 0,
+        started_once: false,
+    };
+    let name = runner.instance.name.clone();
+    tokio::spawn(runner.run());
+    InstanceHandle {
+        name,
+        commands: commands_tx,
+        status: status_rx,
+    }
+}
+
+struct Runner {
+    instance: Instance,
+    log: PathBuf,
+    context: Context,
+    status: watch::Sender<InstanceStatus>,
+    commands: mpsc::Receiver<Command>,
+    dependencies: Vec<watch::Receiver<InstanceStatus>>,
+    want_running: bool,
+    /// Failures since the last healthy period: the backoff exponent.
+    failures: u32,
+    started_once: bool,
+}
+
+/// Whether the task goes on.
+enum Flow {
+    Continue,
+    Exit,
+}
+
+/// How a supervised process ended.
+enum Outcome {
+    /// Shut down: end the task.
+    Exit,
+    /// Stopped on request.
+    Stopped,
+    /// Restart at once (a manual restart).
+    RestartNow,
+    /// The process exited on its own.
+    Exited {
+        status: Option<ExitStatus>,
+        healthy_for: Option<Duration>,
+    },
+    /// reef killed it: not ready in time, or failing liveness.
+    Killed {
+        reason: String,
+        healthy_for: Option<Duration>,
+    },
+}
+
+impl Runner {
+    async fn run(mut self) {
+        loop {
+            if !self.want_running {
+                let Some(command) = self.commands.recv().await else {
+                    return;
+                };
+                if let Flow::Exit = self.idle_command(command) {
+                    return;
+                }
+                continue;
+            }
+            if let Flow::Exit = self.wait_for_dependencies().await {
+                return;
+            }
+            if !self.want_running {
+                continue;
+            }
+            let footprint = self.instance.footprint().expect("validated");
+            if let Some(holder) =
+                hostports::first_taken(&[footprint.gateway, footprint.browser_control])
+            {
+                self.set_state(State::Blocked, Some(format!("{holder}; retrying")));
+                tracing::warn!(instance = %self.instance.name, "blocked: {holder}");
+                if let Some(command) = self.pause(BLOCKED_RETRY).await
+                    && let Flow::Exit = self.idle_command(command)
+                {
+                    return;
+                }
+                continue;
+            }
+            let child = match self.spawn_child() {
+                Ok(child) => child,
+                Err(message) => {
+                    tracing::error!(instance = %self.instance.name, "{message}");
+                    self.want_running = false;
+                    self.set_state(State::Exited, Some(message));
+                    continue;
+                }
+            };
+            let flow = match self.supervise(child).await {
+                Outcome::Exit => Flow::Exit,
+                Outcome::Stopped | Outcome::RestartNow => Flow::Continue,
+                Outcome::Exited {
+                    status,
+                    healthy_for,
+                } => self.after_exit(status, healthy_for).await,
+                Outcome::Killed {
+                    reason,
+                    healthy_for,
+                } => self.after_failure(reason, healthy_for).await,
+            };
+            if let Flow::Exit = flow {
+                return;
+            }
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.instance.name
+    }
+
+    fn update(&self, edit: impl FnOnce(&mut InstanceStatus)) {
+        self.status.send_modify(edit);
+        self.context
+            .changed
+            .send_modify(|generation| *generation += 1);
+    }
+
+    fn set_state(&self, state: State, message: Option<String>) {
+        self.update(|status| {
+            if status.state != state {
+                status.since = unix_now();
+            }
+            status.state = state;
+            status.message = message;
+            if !state.is_running() {
+                status.pid = None;
+                status.ready = false;
+                status.healthy = None;
+                status.started_at = None;
+            }
+        });
+    }
+
+    /// Handles a command while no process runs.
+    fn idle_command(&mut self, command: Command) -> Flow {
+        match command {
+            Command::Start(reply) => {
+                let answer = if self.want_running {
+                    "already starting".to_owned()
+                } else {
+                    "starting".to_owned()
+                };
+                self.want_running = true;
+                let _ = reply.send(Ok(answer));
+            }
+            Command::Restart(reply) => {
+                self.want_running = true;
+                self.failures = 0;
+                let _ = reply.send(Ok("starting".to_owned()));
+            }
+            Command::Stop(reply) => {
+                self.want_running = false;
+                self.set_state(State::Stopped, Some("stopped by request".into()));
+                let _ = reply.send(Ok("stopped".to_owned()));
+            }
+            Command::Shutdown(done) => {
+                self.want_running = false;
+                self.set_state(State::Stopped, None);
+                let _ = done.send(());
+                return Flow::Exit;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Sleeps for `duration` unless a command arrives first.
+    async fn pause(&mut self, duration: Duration) -> Option<Command> {
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => None,
+            command = self.commands.recv() => Some(command.unwrap_or_else(|| {
+                let (done, _) = oneshot::channel();
+                Command::Shutdown(done)
+            })),
+        }
+    }
+
+    async fn wait_for_dependencies(&mut self) -> Flow {
+        let mut changed = self.context.changed.subscribe();
+        loop {
+            let waiting: Vec<String> = self
+                .dependencies
+                .iter()
+                .map(|dependency| dependency.borrow().clone())
+                .filter(|status| status.state != State::Ready)
+                .map(|status| status.name)
+                .collect();
+            if waiting.is_empty() {
+                return Flow::Continue;
+            }
+            let message = format!("waiting for {} to be ready", waiting.join(", "));
+            if self.status.borrow().message.as_deref() != Some(message.as_str()) {
+                self.set_state(State::Waiting, Some(message));
+            }
+            tokio::select! {
+                result = changed.changed() => if result.is_err() { return Flow::Exit },
+                command = self.commands.recv() => {
+                    let Some(command) = command else { return Flow::Exit };
+                    if let Flow::Exit = self.idle_command(command) {
+                        return Flow::Exit;
+                    }
+                    if !self.want_running {
+                        return Flow::Continue;
+                    }
+                }
+            }
+        }
+    }
+
+    fn spawn_child(&mut self) -> Result<Child, String> {
+        let instance = &self.instance;
+        if !instance.state_dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&instance.state_dir)
+                .map_err(|err| {
+                    format!(
+                        "cannot create state dir {}: {err}",
+                        instance.state_dir.display()
+                    )
+                })?;
+        }
+        let config = std::fs::read_to_string(&instance.config_path)
+            .ok()
+            .and_then(|text| json5::from_str::<serde_json::Value>(&text).ok());
+        let launch = launch::launch(
+            instance,
+            &self.context.reef_binary,
+            &self.context.inherited_env,
+            config.as_ref(),
+        );
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.log)
+            .map_err(|err| format!("cannot open log {}: {err}", self.log.display()))?;
+        {
+            use std::io::Write;
+            let _ = writeln!(
+                log,
+                "--- reef: starting {} at {} ---",
+                shlex::try_join(launch.argv.iter().map(String::as_str)).unwrap_or_default(),
+                unix_now()
+            );
+        }
+        let stderr = log
+            .try_clone()
+            .map_err(|err| format!("cannot share log {}: {err}", self.log.display()))?;
+        let mut command = tokio::process::Command::new(&launch.argv[0]);
+        command
+            .args(&launch.argv[1..])
+            .env_clear()
+            .envs(&launch.env)
+            .current_dir(&launch.cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(stderr))
+            .kill_on_drop(false);
+        // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(|_| ())
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let child = command.spawn().map_err(|err| {
+            let hint = if err.kind() == std::io::ErrorKind::NotFound {
+                "; install it or set `command` in the topology"
+            } else {
+                ""
+            };
+            format!("cannot start `{}`: {err}{hint}", launch.argv[0])
+        })?;
+        if self.started_once {
+            self.update(|status| status.restarts += 1);
+        }
+        self.started_once = true;
+        Ok(child)
+    }
+
+    async fn supervise(&mut self, mut child: Child) -> Outcome {
+        let pid = child.id().unwrap_or_default();
+        let spawned = Instant::now();
+        self.update(|status| {
+            status.state = State::Starting;
+            status.since = unix_now();
+            status.pid = Some(pid);
+            status.started_at = Some(unix_now());
+            status.ready = false;
+            status.healthy = None;
+            status.message = None;
+        });
+        tracing::info!(instance = %self.name(), pid, "started");
+
+        let health = self.instance.health.clone();
+        let port = self.instance.footprint().expect("validated").gateway;
+        let interval = Duration::from_secs_f64(health.interval);
+        let timeout = Duration::from_secs_f64(health.timeout);
+        let start_period = Duration::from_secs_f64(health.start_period);
+        let mut ready_at: Option<Instant> = None;
+        let mut liveness_failures = 0;
+        let mut next_probe = tokio::time::Instant::now() + STARTUP_POLL;
+        type Probe = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+        let mut probing: Option<Probe> = None;
+
+        loop {
+            tokio::select! {
+                status = child.wait() => {
+                    self.reap_group(pid).await;
+                    return Outcome::Exited {
+                        status: status.ok(),
+                        healthy_for: ready_at.map(|at| at.elapsed()),
+                    };
+                }
+                command = self.commands.recv() => match command {
+                    None | Some(Command::Shutdown(_)) => {
+                        self.stop_child(&mut child).await;
+                        self.set_state(State::Stopped, None);
+                        if let Some(Command::Shutdown(done)) = command {
+                            let _ = done.send(());
+                        }
+                        return Outcome::Exit;
+                    }
+                    Some(Command::Stop(reply)) => {
+                        let ended = self.stop_child(&mut child).await;
+                        self.want_running = false;
+                        self.set_state(State::Stopped, Some("stopped by request".into()));
+                        let _ = reply.send(Ok(format!("stopped ({ended})")));
+                        return Outcome::Stopped;
+                    }
+                    Some(Command::Restart(reply)) => {
+                        self.stop_child(&mut child).await;
+                        self.want_running = true;
+                        self.failures = 0;
+                        let _ = reply.send(Ok("restarting".into()));
+                        return Outcome::RestartNow;
+                    }
+                    Some(Command::Start(reply)) => {
+                        let _ = reply.send(Ok("already running".into()));
+                    }
+                },
+                _ = tokio::time::sleep_until(next_probe), if probing.is_none() => {
+                    let (path, expect) = if ready_at.is_none() {
+                        (health.readiness_path.clone(), Expect::Ready)
+                    } else {
+                        (health.liveness_path.clone(), Expect::Live)
+                    };
+                    probing = Some(Box::pin(async move { probe::probe(port, &path, expect, timeout).await }));
+                }
+                result = async { probing.as_mut().expect("guarded").await }, if probing.is_some() => {
+                    probing = None;
+                    let now = tokio::time::Instant::now();
+                    match (ready_at, result) {
+                        (None, Ok(())) => {
+                            ready_at = Some(Instant::now());
+                            next_probe = now + interval;
+                            self.update(|status| {
+                                status.state = State::Ready;
+                                status.since = unix_now();
+                                status.ready = true;
+                                status.healthy = Some(true);
+                                status.message = None;
+                            });
+                            tracing::info!(
+                                instance = %self.name(),
+                                pid,
+                                "ready after {:.2} s",
+                                spawned.elapsed().as_secs_f64()
+                            );
+                        }
+                        (None, Err(error)) => {
+                            if spawned.elapsed() > start_period {
+                                self.stop_child(&mut child).await;
+                                return Outcome::Killed {
+                                    reason: format!(
+                                        "not ready within its start period of {:.0} s ({error})",
+                                        start_period.as_secs_f64()
+                                    ),
+                                    healthy_for: None,
+                                };
+                            }
+                            next_probe = now + STARTUP_POLL;
+                        }
+                        (Some(_), Ok(())) => {
+                            liveness_failures = 0;
+                            next_probe = now + interval;
+                            if self.status.borrow().state == State::Unhealthy {
+                                tracing::info!(instance = %self.name(), "healthy again");
+                            }
+                            self.update(|status| {
+                                if status.state == State::Unhealthy {
+                                    status.state = State::Ready;
+                                    status.since = unix_now();
+                                }
+                                status.healthy = Some(true);
+                                status.message = None;
+                            });
+                        }
+                        (Some(at), Err(error)) => {
+                            liveness_failures += 1;
+                            next_probe = now + interval;
+                            tracing::warn!(instance = %self.name(), "liveness probe failed: {error}");
+                            self.update(|status| {
+                                if status.state != State::Unhealthy {
+                                    status.since = unix_now();
+                                }
+                                status.state = State::Unhealthy;
+                                status.healthy = Some(false);
+                                status.message = Some(error.clone());
+                            });
+                            if liveness_failures >= LIVENESS_FAILURES {
+                                self.stop_child(&mut child).await;
+                                return Outcome::Killed {
+                                    reason: format!("failed {LIVENESS_FAILURES} liveness probes in a row ({error})"),
+                                    healthy_for: Some(at.elapsed()),
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Signal, grace period, SIGKILL; then the rest of the group. Returns how it ended.
+    async fn stop_child(&mut self, child: &mut Child) -> String {
+        let Some(pid) = child.id() else {
+            return "already exited".into();
+        };
+        self.update(|status| {
+            status.state = State::Stopping;
+            status.since = unix_now();
+        });
+        let signal = launch::parse_signal(&self.instance.stop.signal);
+        let timeout = Duration::from_secs_f64(self.instance.stop.timeout);
+        signal_group(pid, signal);
+        let status = match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                tracing::warn!(
+                    instance = %self.name(),
+                    pid,
+                    "did not stop within {:.1} s of {signal}; sending SIGKILL",
+                    timeout.as_secs_f64()
+                );
+                signal_group(pid, Signal::SIGKILL);
+                child.wait().await.ok()
+            }
+        };
+        self.reap_group(pid).await;
+        let ended = status.map(describe_exit).unwrap_or_else(|| "ended".into());
+        tracing::info!(instance = %self.name(), pid, "stopped: {ended}");
+        self.update(|s| s.last_exit = Some(ended.clone()));
+        ended
+    }
+
+    /// Ends what is left of the process group after its leader exited (workers, helpers), so
+    /// nothing keeps the instance's ports.
+    async fn reap_group(&self, pid: u32) {
+        if !group_alive(pid) {
+            return;
+        }
+        signal_group(pid, Signal::SIGTERM);
+        let deadline =
+            Instant::now() + Duration::from_secs_f64(self.instance.stop.timeout.min(5.0));
+        while group_alive(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if group_alive(pid) {
+            signal_group(pid, Signal::SIGKILL);
+        }
+    }
+
+    async fn after_exit(
+        &mut self,
+        status: Option<ExitStatus>,
+        healthy_for: Option<Duration>,
+    ) -> Flow {
+        let ended = status.map(describe_exit).unwrap_or_else(|| "ended".into());
+        self.update(|s| s.last_exit = Some(ended.clone()));
+        let code = status.and_then(|s| s.code());
+        if code == Some(EXIT_CONFIG) {
+            self.want_running = false;
+            let message = format!(
+                "exited {EXIT_CONFIG}: configuration error; see `reef logs {}`, fix it, then `reef restart {}`",
+                self.name(),
+                self.name()
+            );
+            tracing::error!(instance = %self.name(), "{message}");
+            self.set_state(State::ConfigError, Some(message));
+            return Flow::Continue;
+        }
+        let restart = match self.instance.restart.policy {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => code != Some(0),
+            RestartPolicy::Never => false,
+        };
+        if !restart {
+            self.want_running = false;
+            tracing::info!(instance = %self.name(), "exited ({ended}); restart policy says no restart");
+            self.set_state(
+                State::Exited,
+                Some(format!("{ended}; not restarted (restart policy)")),
+            );
+            return Flow::Continue;
+        }
+        self.backoff(format!("gateway ended ({ended})"), healthy_for)
+            .await
+    }
+
+    async fn after_failure(&mut self, reason: String, healthy_for: Option<Duration>) -> Flow {
+        tracing::warn!(instance = %self.name(), "{reason}");
+        if self.instance.restart.policy == RestartPolicy::Never {
+            self.want_running = false;
+            self.set_state(
+                State::Exited,
+                Some(format!("{reason}; not restarted (restart policy)")),
+            );
+            return Flow::Continue;
+        }
+        self.backoff(reason, healthy_for).await
+    }
+
+    async fn backoff(&mut self, why: String, healthy_for: Option<Duration>) -> Flow {
+        let backoff = self.instance.restart.backoff.clone();
+        if healthy_for.is_some_and(|healthy| healthy.as_secs_f64() >= backoff.reset_after) {
+            self.failures = 0;
+        }
+        let delay = backoff::delay(&backoff, self.failures, backoff::jitter_unit());
+        self.failures = self.failures.saturating_add(1);
+        tracing::warn!(
+            instance = %self.name(),
+            "{why}; restarting in {:.2} s",
+            delay.as_secs_f64()
+        );
+        self.set_state(
+            State::Backoff,
+            Some(format!("{why}; restarting in {:.1} s", delay.as_secs_f64())),
+        );
+        match self.pause(delay).await {
+            Some(command) => self.idle_command(command),
+            None => Flow::Continue,
+        }
+    }
+}

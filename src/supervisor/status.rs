@@ -1,0 +1,109 @@
+//! What `reef status` shows: each instance's state as plain data, shared by the supervisor and
+//! the control clients.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Waiting for its dependencies to be ready.
+    Waiting,
+    /// Spawned, not ready yet.
+    Starting,
+    Ready,
+    /// Running but failing its liveness probe.
+    Unhealthy,
+    /// Waiting to be restarted.
+    Backoff,
+    Stopping,
+    /// Stopped on request (or never started: disabled).
+    Stopped,
+    /// Exited 78: its configuration is wrong. Not restarted until its spec changes or a
+    /// manual restart.
+    ConfigError,
+    /// A port it needs is held by another process.
+    Blocked,
+    /// Exited and its restart policy says no more; or it could not be spawned.
+    Exited,
+}
+
+impl State {
+    /// States in which a gateway process exists.
+    pub fn is_running(self) -> bool {
+        matches!(
+            self,
+            State::Starting | State::Ready | State::Unhealthy | State::Stopping
+        )
+    }
+
+    /// States that will not change without a command: the instance is settled.
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            State::Ready | State::Stopped | State::ConfigError | State::Exited
+        )
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = serde_json::to_value(self).expect("states serialize");
+        f.write_str(text.as_str().expect("states serialize to strings"))
+    }
+}
+
+/// The ports shown for an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSummary {
+    pub gateway: u16,
+    pub browser_control: u16,
+    pub cdp_first: u16,
+    pub cdp_last: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub name: String,
+    pub profile: String,
+    pub state: State,
+    pub pid: Option<u32>,
+    /// Liveness: `None` until probed.
+    pub healthy: Option<bool>,
+    pub ready: bool,
+    /// Times the gateway was started again after its first start.
+    pub restarts: u32,
+    /// When the current process started (seconds since the Unix epoch).
+    pub started_at: Option<f64>,
+    /// When `state` last changed.
+    pub since: f64,
+    pub ports: PortSummary,
+    /// How the last process ended, e.g. "exit code 1" or "signal 9 (SIGKILL)".
+    pub last_exit: Option<String>,
+    /// Why the instance is in its state (blocked by whom, the error, the next restart).
+    pub message: Option<String>,
+    pub log: PathBuf,
+}
+
+/// The whole topology as `reef status --json` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopologyStatus {
+    pub format: u32,
+    pub script: PathBuf,
+    /// reef's own pid.
+    pub pid: u32,
+    pub started_at: f64,
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// Now, in seconds since the Unix epoch.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
