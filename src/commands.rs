@@ -13,7 +13,6 @@ use crate::layout::{TopologyDirs, UpLock};
 use crate::lua::{Host, Limits};
 use crate::plan::{self, Plan};
 use crate::render::{self, Style};
-use crate::suggest::did_you_mean;
 use crate::topology::{INHERITED_GATEWAY_VARS, PROFILE_VARS, Runtime};
 
 /// reef's exit codes (documented in the README).
@@ -126,24 +125,11 @@ fn env(args: EnvArgs) -> Result<Exit> {
         Err(exit) => return Ok(exit),
     };
     let Some(instance) = plan.topology.instance(&args.name) else {
-        let names: Vec<&str> = plan
-            .topology
-            .instances
-            .iter()
-            .map(|i| i.name.as_str())
-            .collect();
-        let hint = did_you_mean(&args.name, names.iter().copied())
-            .map(|s| format!(" (did you mean `{s}`?)"))
-            .unwrap_or_default();
+        let names = plan.topology.instances.iter().map(|i| i.name.as_str());
         anyhow::bail!(
-            "no instance named `{}` in {}{hint}; instances: {}",
-            args.name,
+            "{}: {}",
             args.script.script.display(),
-            if names.is_empty() {
-                "none".to_owned()
-            } else {
-                names.join(", ")
-            }
+            crate::suggest::no_such_instance(&args.name, names)
         );
     };
     if !plan.is_valid() {
@@ -370,20 +356,8 @@ fn logs(args: LogsArgs) -> Result<Exit> {
         Err(exit) => return Ok(exit),
     };
     if plan.topology.instance(&args.name).is_none() {
-        let names: Vec<&str> = plan
-            .topology
-            .instances
-            .iter()
-            .map(|i| i.name.as_str())
-            .collect();
-        let hint = did_you_mean(&args.name, names.iter().copied())
-            .map(|s| format!(" (did you mean `{s}`?)"))
-            .unwrap_or_default();
-        anyhow::bail!(
-            "no instance named `{}`{hint}; instances: {}",
-            args.name,
-            names.join(", ")
-        );
+        let names = plan.topology.instances.iter().map(|i| i.name.as_str());
+        anyhow::bail!("{}", crate::suggest::no_such_instance(&args.name, names));
     }
     let log = dirs_of(&args.script.script)?.log(&args.name);
     let text = crate::supervisor::logs::tail(&log, args.lines).map_err(|err| {

@@ -136,6 +136,16 @@ fn short_path(path: &Path, home: &Path) -> String {
     }
 }
 
+/// A borderless table as text, without trailing spaces.
+fn table_text(table: &Table) -> String {
+    let mut out = String::new();
+    for line in table.to_string().lines() {
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// The human table of a plan's instances.
 pub fn plan_table(plan: &Plan, home: &Path) -> String {
     let mut table = Table::new();
@@ -182,12 +192,7 @@ pub fn plan_table(plan: &Plan, home: &Path) -> String {
             Cell::new(workspace),
         ]);
     }
-    let mut out = String::new();
-    for line in table.to_string().lines() {
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    table_text(&table)
 }
 
 /// One violation for a terminal: the message, then where each instance was declared.
@@ -321,11 +326,7 @@ pub fn status_table(status: &crate::supervisor::status::TopologyStatus, now: f64
             Cell::new(instance.message.as_deref().unwrap_or("")),
         ]);
     }
-    let mut out = String::new();
-    for line in table.to_string().lines() {
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    let mut out = table_text(&table);
     out.push_str(&format!(
         "reef pid {}, supervising {} for {}\n",
         status.pid,

@@ -13,6 +13,20 @@ pub fn did_you_mean<'a>(
         .map(|(_, candidate)| candidate)
 }
 
+/// "no instance named `x` (did you mean `y`?); instances: a, b"
+pub fn no_such_instance<'a>(name: &str, names: impl IntoIterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.into_iter().collect();
+    let hint = did_you_mean(name, names.iter().copied())
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default();
+    let known = if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    };
+    format!("no instance named `{name}`{hint}; instances: {known}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

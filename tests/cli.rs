@@ -879,7 +879,7 @@ fn env_unknown_instance_fails_with_a_suggestion() {
         .code(EXIT_FAILURE)
         .stdout("")
         .stderr(
-            predicate::str::contains("no instance named `mian` in examples/rescue.lua")
+            predicate::str::contains("examples/rescue.lua: no instance named `mian`")
                 .and(predicate::str::contains("(did you mean `main`?)"))
                 .and(predicate::str::contains("instances: main, rescue")),
         );

@@ -59,14 +59,7 @@ impl Registry {
             .iter()
             .find(|handle| handle.name == name)
             .ok_or_else(|| {
-                let names: Vec<&str> = self.handles.iter().map(|h| h.name.as_str()).collect();
-                let hint = crate::suggest::did_you_mean(name, names.iter().copied())
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                format!(
-                    "no instance named `{name}`{hint}; instances: {}",
-                    names.join(", ")
-                )
+                crate::suggest::no_such_instance(name, self.handles.iter().map(|h| h.name.as_str()))
             })
     }
 
