@@ -31,6 +31,9 @@ pub enum Command {
     Setup(SetupArgs),
     /// Start the gateways and supervise them in the foreground; Ctrl-C stops them all.
     Up(ScriptArg),
+    /// Stop a topology's gateways: through its running reef, else from its ledger (only
+    /// processes provably started by reef for this topology).
+    Down(ScriptArg),
     /// State, pid, health, readiness, restarts, uptime and ports of every instance.
     Status(StatusArgs),
     /// Start one instance of the running topology.

@@ -54,6 +54,7 @@ pub fn run(command: Command) -> Result<Exit> {
         Command::Init(args) => init(args),
         Command::Setup(args) => setup(args),
         Command::Up(args) => up(args),
+        Command::Down(args) => down(args),
         Command::Status(args) => status(args),
         Command::Start(args) => control_verb(args, |name| Request::Start { name }),
         Command::Stop(args) => control_verb(args, |name| Request::Stop { name }),
@@ -416,4 +417,62 @@ fn gateway(args: GatewayArgs) -> Result<Exit> {
     };
     let code = current_thread_runtime()?.block_on(crate::gateway::run(options));
     Ok(Exit::Gateway(code))
+}
+
+fn down(args: ScriptArg) -> Result<Exit> {
+    let script = &args.script;
+    let dirs = dirs_of(script)?;
+    match control::request(&dirs.socket, &Request::Down) {
+        Ok(response) if response.ok => {
+            println!("{}", response.message.unwrap_or_else(|| "stopped".into()));
+            return Ok(Exit::Success);
+        }
+        Ok(response) => anyhow::bail!(
+            "{}",
+            response.message.unwrap_or_else(|| "reef refused".into())
+        ),
+        Err(control::ClientError::NotRunning(_)) => {}
+        Err(err) => return Err(err.into()),
+    }
+    // No reef runs this topology: stop what its ledger proves is ours.
+    let _lock = UpLock::acquire(&dirs)
+        .context("a reef holds this topology but its control socket does not answer")?;
+    let entries = crate::supervisor::ledger::Ledger::read(&dirs.ledger)
+        .map_err(|err| anyhow::anyhow!("{err}; nothing was stopped"))?;
+    if entries.is_empty() {
+        println!(
+            "nothing to stop: no reef runs {} and its ledger lists no gateway",
+            script.display()
+        );
+        return Ok(Exit::Success);
+    }
+    // The script's stop settings when it still evaluates; the defaults otherwise.
+    let host = Host::from_process().ok();
+    let plan = host.and_then(|host| plan::plan(script, &host, Limits::default()).result.ok());
+    let runtime = current_thread_runtime()?;
+    for entry in &entries {
+        if !entry.is_alive() {
+            println!(
+                "{}: pid {} is gone (or now another process); left alone",
+                entry.name, entry.pid
+            );
+            continue;
+        }
+        let stop = plan
+            .as_ref()
+            .and_then(|plan| plan.topology.instance(&entry.name))
+            .map(|instance| instance.stop.clone())
+            .unwrap_or_default();
+        let signal = crate::supervisor::launch::parse_signal(&stop.signal);
+        let timeout = std::time::Duration::from_secs_f64(stop.timeout);
+        runtime
+            .block_on(crate::supervisor::instance::stop_leftover(
+                entry, signal, timeout,
+            ))
+            .map_err(|err| anyhow::anyhow!("{}: {err}", entry.name))?;
+        println!("{}: stopped pid {}", entry.name, entry.pid);
+    }
+    std::fs::remove_file(&dirs.ledger)
+        .with_context(|| format!("cannot remove {}", dirs.ledger.display()))?;
+    Ok(Exit::Success)
 }

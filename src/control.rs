@@ -19,9 +19,17 @@ use crate::supervisor::status::TopologyStatus;
 #[serde(tag = "verb", rename_all = "kebab-case")]
 pub enum Request {
     Status,
-    Start { name: String },
-    Stop { name: String },
-    Restart { name: String },
+    Start {
+        name: String,
+    },
+    Stop {
+        name: String,
+    },
+    Restart {
+        name: String,
+    },
+    /// Stop every gateway and end `reef up`.
+    Down,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +87,14 @@ pub async fn serve(listener: UnixListener, registry: Arc<Registry>) {
 async fn answer(registry: &Registry, request: Request) -> Response {
     let acted = match &request {
         Request::Status => Ok(None),
+        Request::Down => {
+            registry.shutdown().await;
+            registry.down_requested.notify_one();
+            Ok(Some(format!(
+                "stopped {} gateway(s); reef up is ending",
+                registry.handles.len()
+            )))
+        }
         Request::Start { name } => {
             act(registry, name, |h| Box::pin(async move { h.start().await })).await
         }

@@ -17,6 +17,8 @@ pub struct TopologyDirs {
     /// The topology's own directory.
     pub dir: PathBuf,
     pub lock: PathBuf,
+    /// The gateways this topology's reef started (live restore).
+    pub ledger: PathBuf,
     pub socket: PathBuf,
     pub logs: PathBuf,
 }
@@ -58,6 +60,7 @@ impl TopologyDirs {
         };
         Ok(TopologyDirs {
             lock: dir.join("up.lock"),
+            ledger: dir.join("ledger.json"),
             logs: dir.join("logs"),
             socket,
             dir,

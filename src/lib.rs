@@ -31,6 +31,7 @@ pub mod layout;
 pub mod lua;
 pub mod plan;
 pub mod ports;
+pub mod process;
 pub mod profile;
 pub mod render;
 pub mod setup;

@@ -698,6 +698,28 @@ impl Instance {
         Footprint::new(self.port)
     }
 
+    /// A hash of everything that needs a restart when it changes: what runs (runtime, command,
+    /// args, env), where (port, profile, state dir, config path, workspace). Policies, probes
+    /// and dependencies are live fields and excluded. Stable across runs and builds.
+    pub fn spec_hash(&self) -> String {
+        let relevant = serde_json::json!({
+            "runtime": self.runtime,
+            "command": self.command,
+            "args": self.args,
+            "env": self.env,
+            "port": self.port,
+            "profile": self.profile,
+            "state_dir": self.state_dir,
+            "config_path": self.config_path,
+            "workspace": self.workspace,
+        });
+        let text = serde_json::to_string(&relevant).expect("specs serialize");
+        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+        format!("{hash:016x}")
+    }
+
     /// The environment that pins this gateway to its profile: all of PROFILE, STATE_DIR and
     /// CONFIG_PATH (OPENCLAW_PROFILE alone moves nothing), the port, the workspace when it is
     /// not the state dir's default, then the instance's own `env`.
@@ -861,6 +883,27 @@ mod tests {
             instance.workspace,
             Path::new("/srv/reef/data/main/workspace")
         );
+    }
+
+    #[test]
+    fn spec_hash_covers_what_needs_a_restart_only() {
+        let base = spec("main")
+            .resolve(18789, Path::new("/h"), Path::new("/s"), here())
+            .unwrap();
+        let moved = spec("main")
+            .resolve(18900, Path::new("/h"), Path::new("/s"), here())
+            .unwrap();
+        assert_ne!(base.spec_hash(), moved.spec_hash());
+        let mut live = base.clone();
+        live.restart.policy = RestartPolicy::Never;
+        live.health.interval = 9.0;
+        live.depends_on = vec!["other".into()];
+        live.declared_at.line = 42;
+        assert_eq!(base.spec_hash(), live.spec_hash());
+        let mut env = base.clone();
+        env.env.insert("A".into(), "1".into());
+        assert_ne!(base.spec_hash(), env.spec_hash());
+        assert_eq!(base.spec_hash().len(), 16);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -26,9 +26,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::backoff;
 use super::launch::{self, describe_exit, group_alive, signal_group};
+use super::ledger::{Entry, Ledger};
 use super::probe::{self, Expect};
 use super::status::{InstanceStatus, PortSummary, State, unix_now};
 use crate::hostports;
+use crate::process::{self, ExitWatch};
 use crate::topology::{Instance, RestartPolicy};
 
 /// How often readiness is polled while a gateway starts.
@@ -110,6 +112,100 @@ pub struct Context {
     pub inherited_env: Arc<BTreeMap<String, String>>,
     /// Bumped on every status change of any instance.
     pub changed: Arc<watch::Sender<u64>>,
+    /// Every gateway process this reef runs, mirrored to disk.
+    pub ledger: Arc<Mutex<Ledger>>,
+}
+
+/// A gateway a previous reef started and this one takes over.
+#[derive(Debug, Clone)]
+pub struct Adoption {
+    pub pid: u32,
+    pub start_ticks: u64,
+}
+
+/// A running gateway: our child, or an adopted process we can only watch.
+enum Process {
+    Child(Child),
+    Adopted { pid: u32, watch: ExitWatch },
+}
+
+impl Process {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Process::Child(child) => child.id(),
+            Process::Adopted { pid, .. } => Some(*pid),
+        }
+    }
+
+    /// Waits for the exit. An adopted process's status cannot be known (it is not our child).
+    async fn wait(&mut self) -> Option<ExitStatus> {
+        match self {
+            Process::Child(child) => child.wait().await.ok(),
+            Process::Adopted { watch, .. } => {
+                watch.exited().await;
+                None
+            }
+        }
+    }
+}
+
+/// Signal, grace period, SIGKILL; then whatever is left of the group. Returns the exit status
+/// when it can be known.
+async fn stop_group(
+    process: &mut Process,
+    signal: Signal,
+    timeout: Duration,
+    name: &str,
+) -> Option<ExitStatus> {
+    let pid = process.pid()?;
+    signal_group(pid, signal);
+    let status = match tokio::time::timeout(timeout, process.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            tracing::warn!(
+                instance = name,
+                pid,
+                "did not stop within {:.1} s of {signal}; sending SIGKILL",
+                timeout.as_secs_f64()
+            );
+            signal_group(pid, Signal::SIGKILL);
+            process.wait().await
+        }
+    };
+    reap_group(pid, timeout.min(Duration::from_secs(5))).await;
+    status
+}
+
+/// Ends what is left of a process group after its leader exited (workers, helpers), so
+/// nothing keeps the instance's ports.
+async fn reap_group(pid: u32, grace: Duration) {
+    if !group_alive(pid) {
+        return;
+    }
+    signal_group(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while group_alive(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if group_alive(pid) {
+        signal_group(pid, Signal::SIGKILL);
+    }
+}
+
+/// Stops a gateway left by a previous reef that this one will not adopt. Only call this for a
+/// ledger entry that is proven alive.
+pub async fn stop_leftover(entry: &Entry, signal: Signal, timeout: Duration) -> Result<(), String> {
+    let watch = ExitWatch::open(entry.pid)
+        .map_err(|err| format!("cannot watch pid {}: {err}", entry.pid))?;
+    if !entry.is_alive() {
+        return Ok(());
+    }
+    let mut process = Process::Adopted {
+        pid: entry.pid,
+        watch,
+    };
+    stop_group(&mut process, signal, timeout, &entry.name).await;
+    Ok(())
 }
 
 /// Starts the task for `instance`; it starts the gateway at once if the instance is enabled,
@@ -119,6 +215,7 @@ pub fn spawn(
     log: PathBuf,
     context: Context,
     dependencies: Vec<watch::Receiver<InstanceStatus>>,
+    adoption: Option<Adoption>,
 ) -> InstanceHandle {
     let footprint = instance
         .footprint()
@@ -134,6 +231,7 @@ pub fn spawn(
         pid: None,
         healthy: None,
         ready: false,
+        adopted: false,
         restarts: 0,
         started_at: None,
         since: unix_now(),
@@ -159,6 +257,7 @@ pub fn spawn(
         dependencies,
         failures: 0,
         started_once: false,
+        adoption,
     };
     let name = runner.instance.name.clone();
     tokio::spawn(runner.run());
@@ -180,6 +279,8 @@ struct Runner {
     /// Failures since the last healthy period: the backoff exponent.
     failures: u32,
     started_once: bool,
+    /// A running gateway to take over instead of starting one.
+    adoption: Option<Adoption>,
 }
 
 /// Whether the task goes on.
@@ -210,6 +311,18 @@ enum Outcome {
 
 impl Runner {
     async fn run(mut self) {
+        if let Some(adoption) = self.adoption.take() {
+            match self.adopt(&adoption) {
+                Ok(process) => {
+                    if let Flow::Exit = self.supervise_and_follow_up(process, true).await {
+                        return;
+                    }
+                }
+                Err(message) => {
+                    tracing::warn!(instance = %self.instance.name, "not adopted: {message}");
+                }
+            }
+        }
         loop {
             if !self.want_running {
                 let Some(command) = self.commands.recv().await else {
@@ -239,8 +352,8 @@ impl Runner {
                 }
                 continue;
             }
-            let child = match self.spawn_child() {
-                Ok(child) => child,
+            let process = match self.spawn_child() {
+                Ok(child) => Process::Child(child),
                 Err(message) => {
                     tracing::error!(instance = %self.instance.name, "{message}");
                     self.want_running = false;
@@ -248,21 +361,74 @@ impl Runner {
                     continue;
                 }
             };
-            let flow = match self.supervise(child).await {
-                Outcome::Exit => Flow::Exit,
-                Outcome::Stopped | Outcome::RestartNow => Flow::Continue,
-                Outcome::Exited {
-                    status,
-                    healthy_for,
-                } => self.after_exit(status, healthy_for).await,
-                Outcome::Killed {
-                    reason,
-                    healthy_for,
-                } => self.after_failure(reason, healthy_for).await,
-            };
+            let flow = self.supervise_and_follow_up(process, false).await;
             if let Flow::Exit = flow {
                 return;
             }
+        }
+    }
+
+    /// Supervises one process to its end, then applies the restart policy.
+    async fn supervise_and_follow_up(&mut self, process: Process, adopted: bool) -> Flow {
+        match self.supervise(process, adopted).await {
+            Outcome::Exit => Flow::Exit,
+            Outcome::Stopped | Outcome::RestartNow => Flow::Continue,
+            Outcome::Exited {
+                status,
+                healthy_for,
+            } => self.after_exit(status, healthy_for).await,
+            Outcome::Killed {
+                reason,
+                healthy_for,
+            } => self.after_failure(reason, healthy_for).await,
+        }
+    }
+
+    /// Takes over a gateway a previous reef started, if it is still that process.
+    fn adopt(&mut self, adoption: &Adoption) -> Result<Process, String> {
+        let watch = ExitWatch::open(adoption.pid)
+            .map_err(|err| format!("cannot watch pid {}: {err}", adoption.pid))?;
+        if !process::is_same_process(adoption.pid, adoption.start_ticks) {
+            return Err(format!("pid {} is no longer the gateway", adoption.pid));
+        }
+        self.record_in_ledger(adoption.pid, adoption.start_ticks);
+        self.started_once = true;
+        tracing::info!(instance = %self.name(), pid = adoption.pid, "adopted");
+        Ok(Process::Adopted {
+            pid: adoption.pid,
+            watch,
+        })
+    }
+
+    fn record_in_ledger(&self, pid: u32, start_ticks: u64) {
+        let entry = Entry {
+            name: self.instance.name.clone(),
+            pid,
+            start_ticks,
+            spec_hash: self.instance.spec_hash(),
+            ports: self.status.borrow().ports,
+            log: self.log.clone(),
+        };
+        let result = self
+            .context
+            .ledger
+            .lock()
+            .expect("ledger lock")
+            .record(entry);
+        if let Err(err) = result {
+            tracing::error!(instance = %self.name(), "{err}; a crash of reef now would orphan this gateway");
+        }
+    }
+
+    fn forget_in_ledger(&self, pid: u32) {
+        let result = self
+            .context
+            .ledger
+            .lock()
+            .expect("ledger lock")
+            .forget(&self.instance.name, pid);
+        if let Err(err) = result {
+            tracing::error!(instance = %self.name(), "{err}");
         }
     }
 
@@ -285,6 +451,7 @@ impl Runner {
             status.state = state;
             status.message = message;
             if !state.is_running() {
+                status.adopted = false;
                 status.pid = None;
                 status.ready = false;
                 status.healthy = None;
@@ -439,22 +606,33 @@ impl Runner {
             self.update(|status| status.restarts += 1);
         }
         self.started_once = true;
+        if let Some(pid) = child.id() {
+            self.record_in_ledger(pid, process::start_time(pid).unwrap_or_default());
+        }
         Ok(child)
     }
 
-    async fn supervise(&mut self, mut child: Child) -> Outcome {
-        let pid = child.id().unwrap_or_default();
+    async fn supervise(&mut self, mut child: Process, adopted: bool) -> Outcome {
+        let pid = child.pid().unwrap_or_default();
         let spawned = Instant::now();
+        let started_at = if adopted {
+            process::start_time(pid).and_then(process::start_time_unix)
+        } else {
+            Some(unix_now())
+        };
         self.update(|status| {
             status.state = State::Starting;
             status.since = unix_now();
             status.pid = Some(pid);
-            status.started_at = Some(unix_now());
+            status.started_at = started_at;
+            status.adopted = adopted;
             status.ready = false;
             status.healthy = None;
-            status.message = None;
+            status.message = adopted.then(|| "adopted from a previous reef".to_owned());
         });
-        tracing::info!(instance = %self.name(), pid, "started");
+        if !adopted {
+            tracing::info!(instance = %self.name(), pid, "started");
+        }
 
         let health = self.instance.health.clone();
         let port = self.instance.footprint().expect("validated").gateway;
@@ -470,9 +648,10 @@ impl Runner {
         loop {
             tokio::select! {
                 status = child.wait() => {
-                    self.reap_group(pid).await;
+                    reap_group(pid, Duration::from_secs_f64(self.instance.stop.timeout.min(5.0))).await;
+                    self.forget_in_ledger(pid);
                     return Outcome::Exited {
-                        status: status.ok(),
+                        status,
                         healthy_for: ready_at.map(|at| at.elapsed()),
                     };
                 }
@@ -586,9 +765,9 @@ impl Runner {
         }
     }
 
-    /// Signal, grace period, SIGKILL; then the rest of the group. Returns how it ended.
-    async fn stop_child(&mut self, child: &mut Child) -> String {
-        let Some(pid) = child.id() else {
+    /// Stops the process (signal, grace, SIGKILL, the rest of the group). Returns how it ended.
+    async fn stop_child(&mut self, child: &mut Process) -> String {
+        let Some(pid) = child.pid() else {
             return "already exited".into();
         };
         self.update(|status| {
@@ -597,42 +776,12 @@ impl Runner {
         });
         let signal = launch::parse_signal(&self.instance.stop.signal);
         let timeout = Duration::from_secs_f64(self.instance.stop.timeout);
-        signal_group(pid, signal);
-        let status = match tokio::time::timeout(timeout, child.wait()).await {
-            Ok(status) => status.ok(),
-            Err(_) => {
-                tracing::warn!(
-                    instance = %self.name(),
-                    pid,
-                    "did not stop within {:.1} s of {signal}; sending SIGKILL",
-                    timeout.as_secs_f64()
-                );
-                signal_group(pid, Signal::SIGKILL);
-                child.wait().await.ok()
-            }
-        };
-        self.reap_group(pid).await;
+        let status = stop_group(child, signal, timeout, &self.instance.name).await;
+        self.forget_in_ledger(pid);
         let ended = status.map(describe_exit).unwrap_or_else(|| "ended".into());
         tracing::info!(instance = %self.name(), pid, "stopped: {ended}");
         self.update(|s| s.last_exit = Some(ended.clone()));
         ended
-    }
-
-    /// Ends what is left of the process group after its leader exited (workers, helpers), so
-    /// nothing keeps the instance's ports.
-    async fn reap_group(&self, pid: u32) {
-        if !group_alive(pid) {
-            return;
-        }
-        signal_group(pid, Signal::SIGTERM);
-        let deadline =
-            Instant::now() + Duration::from_secs_f64(self.instance.stop.timeout.min(5.0));
-        while group_alive(pid) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if group_alive(pid) {
-            signal_group(pid, Signal::SIGKILL);
-        }
     }
 
     async fn after_exit(
@@ -640,7 +789,9 @@ impl Runner {
         status: Option<ExitStatus>,
         healthy_for: Option<Duration>,
     ) -> Flow {
-        let ended = status.map(describe_exit).unwrap_or_else(|| "ended".into());
+        let ended = status
+            .map(describe_exit)
+            .unwrap_or_else(|| "exit status unknown, adopted from a previous reef".into());
         self.update(|s| s.last_exit = Some(ended.clone()));
         let code = status.and_then(|s| s.code());
         if code == Some(EXIT_CONFIG) {
@@ -668,7 +819,7 @@ impl Runner {
             );
             return Flow::Continue;
         }
-        self.backoff(format!("gateway ended ({ended})"), healthy_for)
+        self.backoff(format!("gateway ended: {ended}"), healthy_for)
             .await
     }
 

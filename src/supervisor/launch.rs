@@ -101,12 +101,13 @@ pub fn signal_group(pid: u32, signal: Signal) {
     let _ = nix::sys::signal::killpg(Pid::from_raw(raw), signal);
 }
 
-/// Whether any process of the group led by `pid` is still alive.
+/// Whether any process of the group led by `pid` is still alive (zombies do not count).
 pub fn group_alive(pid: u32) -> bool {
     let Ok(raw) = i32::try_from(pid) else {
         return false;
     };
     nix::sys::signal::killpg(Pid::from_raw(raw), None).is_ok()
+        && crate::process::group_has_live_members(pid)
 }
 
 /// Parses a signal name as written in a topology (`SIGTERM`).

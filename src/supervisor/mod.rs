@@ -12,6 +12,7 @@
 pub mod backoff;
 pub mod instance;
 pub mod launch;
+pub mod ledger;
 pub mod logs;
 pub mod probe;
 pub mod status;
@@ -19,7 +20,7 @@ pub mod status;
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
@@ -29,7 +30,8 @@ use tokio::sync::watch;
 use crate::layout::TopologyDirs;
 use crate::plan::Plan;
 use crate::topology::Instance;
-use instance::{Context, InstanceHandle};
+use instance::{Adoption, Context, InstanceHandle};
+use ledger::Ledger;
 use status::{State, TopologyStatus, unix_now};
 
 /// The running topology as the control server sees it.
@@ -41,6 +43,8 @@ pub struct Registry {
     pub handles: Vec<InstanceHandle>,
     /// Each instance's dependencies, by name.
     pub depends_on: HashMap<String, Vec<String>>,
+    /// Set by `reef down`: the gateways are stopped, `reef up` should return.
+    pub down_requested: tokio::sync::Notify,
 }
 
 impl Registry {
@@ -117,10 +121,15 @@ pub async fn run(
 ) -> Result<()> {
     let reef_binary = std::env::current_exe().context("cannot find reef's own binary")?;
     let (changed, _) = watch::channel(0u64);
+    let mut adoptions = take_over_leftovers(&plan, &dirs).await;
     let context = Context {
         reef_binary,
         inherited_env: Arc::new(inherited_env),
         changed: Arc::new(changed),
+        ledger: Arc::new(Mutex::new(Ledger::new(
+            dirs.ledger.clone(),
+            plan.topology.script.clone(),
+        ))),
     };
 
     let mut handles: Vec<InstanceHandle> = Vec::new();
@@ -138,6 +147,7 @@ pub async fn run(
             log,
             context.clone(),
             dependencies,
+            adoptions.remove(&instance.name),
         ));
     }
     // Back to declaration order for status and control.
@@ -151,6 +161,7 @@ pub async fn run(
             .map(|i| (i.name.clone(), i.depends_on.clone()))
             .collect(),
         handles,
+        down_requested: tokio::sync::Notify::new(),
     });
 
     let listener = crate::control::bind(&dirs.socket)?;
@@ -167,6 +178,7 @@ pub async fn run(
     let which = tokio::select! {
         _ = terminate.recv() => "SIGTERM",
         _ = interrupt.recv() => "SIGINT",
+        _ = registry.down_requested.notified() => "reef down",
     };
     if let Some(progress) = progress {
         progress.abort();
@@ -178,6 +190,66 @@ pub async fn run(
     let _ = std::fs::remove_file(&dirs.socket);
     tracing::info!("all gateways stopped");
     Ok(())
+}
+
+/// Reads the previous reef's ledger and decides, for each gateway it lists that is provably
+/// still that process: adopt it (same spec), or stop it (spec changed, or no longer declared).
+/// Entries whose pid is gone or belongs to another process are dropped and never signalled.
+async fn take_over_leftovers(plan: &Plan, dirs: &TopologyDirs) -> HashMap<String, Adoption> {
+    let entries = match Ledger::read(&dirs.ledger) {
+        Ok(entries) => entries,
+        Err(err) => {
+            tracing::warn!("{err}");
+            let kept = dirs.ledger.with_extension("json.corrupt");
+            if std::fs::rename(&dirs.ledger, &kept).is_ok() {
+                tracing::warn!("kept the unreadable ledger as {}", kept.display());
+            }
+            return HashMap::new();
+        }
+    };
+    let mut adoptions = HashMap::new();
+    for entry in entries {
+        if !entry.is_alive() {
+            tracing::info!(
+                instance = %entry.name,
+                pid = entry.pid,
+                "ledger: the gateway is gone (or its pid now belongs to another process); left alone"
+            );
+            continue;
+        }
+        let instance = plan.topology.instance(&entry.name);
+        match instance {
+            Some(instance) if instance.enabled && instance.spec_hash() == entry.spec_hash => {
+                adoptions.insert(
+                    entry.name.clone(),
+                    Adoption {
+                        pid: entry.pid,
+                        start_ticks: entry.start_ticks,
+                    },
+                );
+            }
+            _ => {
+                let why = match instance {
+                    Some(instance) if !instance.enabled => "is disabled now",
+                    Some(_) => "changed its spec while reef was away",
+                    None => "is no longer in the topology",
+                };
+                tracing::info!(instance = %entry.name, pid = entry.pid, "{why}: stopping the running gateway");
+                let (signal, timeout) = instance
+                    .map(|i| {
+                        (
+                            launch::parse_signal(&i.stop.signal),
+                            Duration::from_secs_f64(i.stop.timeout),
+                        )
+                    })
+                    .unwrap_or((nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10)));
+                if let Err(err) = instance::stop_leftover(&entry, signal, timeout).await {
+                    tracing::warn!(instance = %entry.name, "{err}");
+                }
+            }
+        }
+    }
+    adoptions
 }
 
 /// Instances ordered so that each comes after its dependencies (declaration order otherwise).

@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +74,8 @@ pub struct InstanceStatus {
     /// Liveness: `None` until probed.
     pub healthy: Option<bool>,
     pub ready: bool,
+    /// Whether this reef took the process over from a previous one (live restore).
+    pub adopted: bool,
     /// Times the gateway was started again after its first start.
     pub restarts: u32,
     /// When the current process started (seconds since the Unix epoch).
@@ -100,10 +101,4 @@ pub struct TopologyStatus {
     pub instances: Vec<InstanceStatus>,
 }
 
-/// Now, in seconds since the Unix epoch.
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
-}
+pub use crate::process::unix_now;

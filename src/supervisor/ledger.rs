@@ -1,0 +1,225 @@
+//! The ledger: which gateway processes this topology's reef started, so that the next `reef up`
+//! adopts exactly the gateways it can prove are its own and touches nothing else.
+//!
+//! One JSON file per topology (`ledger.json` beside the lock), rewritten atomically (temp file,
+//! fsync, rename) on every change. An entry proves ownership only while its pid is alive with
+//! the recorded start time; pids are reused, so a live pid alone proves nothing. A ledger that
+//! cannot be parsed is reported and ignored, never trusted.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::status::PortSummary;
+use crate::process;
+
+pub const LEDGER_FORMAT: u32 = 1;
+
+/// One gateway process reef started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub name: String,
+    pub pid: u32,
+    /// Start time in clock ticks since boot (`/proc/PID/stat` field 22).
+    pub start_ticks: u64,
+    /// `Instance::spec_hash` of the spec it was started with.
+    pub spec_hash: String,
+    pub ports: PortSummary,
+    pub log: PathBuf,
+}
+
+impl Entry {
+    /// Whether the process is still the one this entry recorded.
+    pub fn is_alive(&self) -> bool {
+        process::is_same_process(self.pid, self.start_ticks)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct LedgerFile {
+    format: u32,
+    script: PathBuf,
+    entries: Vec<Entry>,
+}
+
+/// Why a ledger could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("cannot read the ledger {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error(
+        "the ledger {path} is corrupt ({error}); ignoring it: no gateway it lists is adopted or signalled"
+    )]
+    Corrupt { path: String, error: String },
+    #[error("cannot write the ledger {path}: {error}")]
+    Write { path: String, error: std::io::Error },
+}
+
+/// The ledger of one topology, kept in memory and mirrored to disk on every change.
+#[derive(Debug)]
+pub struct Ledger {
+    path: PathBuf,
+    script: PathBuf,
+    entries: BTreeMap<String, Entry>,
+}
+
+impl Ledger {
+    /// An empty ledger that will be written at `path`.
+    pub fn new(path: PathBuf, script: PathBuf) -> Ledger {
+        Ledger {
+            path,
+            script,
+            entries: BTreeMap::new(),
+        }
+    }
+
+    /// The entries recorded at `path`: none if there is no file; an error if it is corrupt.
+    pub fn read(path: &Path) -> Result<Vec<Entry>, LedgerError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => {
+                return Err(LedgerError::Read {
+                    path: path.display().to_string(),
+                    error,
+                });
+            }
+        };
+        let corrupt = |error: String| LedgerError::Corrupt {
+            path: path.display().to_string(),
+            error,
+        };
+        let file: LedgerFile =
+            serde_json::from_str(&text).map_err(|err| corrupt(err.to_string()))?;
+        if file.format != LEDGER_FORMAT {
+            return Err(corrupt(format!("unknown format {}", file.format)));
+        }
+        Ok(file.entries)
+    }
+
+    pub fn record(&mut self, entry: Entry) -> Result<(), LedgerError> {
+        self.entries.insert(entry.name.clone(), entry);
+        self.save()
+    }
+
+    /// Forgets `name`'s process if it is still `pid` (a newer process keeps its entry).
+    pub fn forget(&mut self, name: &str, pid: u32) -> Result<(), LedgerError> {
+        if self.entries.get(name).is_some_and(|entry| entry.pid == pid) {
+            self.entries.remove(name);
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    fn save(&self) -> Result<(), LedgerError> {
+        let write_error = |error: std::io::Error| LedgerError::Write {
+            path: self.path.display().to_string(),
+            error,
+        };
+        if self.entries.is_empty() {
+            return match std::fs::remove_file(&self.path) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(write_error(err)),
+                _ => Ok(()),
+            };
+        }
+        let file = LedgerFile {
+            format: LEDGER_FORMAT,
+            script: self.script.clone(),
+            entries: self.entries.values().cloned().collect(),
+        };
+        let text = serde_json::to_string_pretty(&file).expect("ledgers serialize");
+        write_atomically(&self.path, text.as_bytes()).map_err(write_error)
+    }
+}
+
+/// Writes `bytes` to `path` so that a reader sees the old or the new content, never a mix.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, pid: u32) -> Entry {
+        Entry {
+            name: name.into(),
+            pid,
+            start_ticks: 42,
+            spec_hash: "00".into(),
+            ports: PortSummary {
+                gateway: 20000,
+                browser_control: 20002,
+                cdp_first: 20011,
+                cdp_last: 20110,
+            },
+            log: "/tmp/x.log".into(),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_removal_when_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.json");
+        let mut ledger = Ledger::new(path.clone(), "reef.lua".into());
+        assert!(Ledger::read(&path).unwrap().is_empty());
+        ledger.record(entry("main", 10)).unwrap();
+        ledger.record(entry("rescue", 11)).unwrap();
+        let read = Ledger::read(&path).unwrap();
+        assert_eq!(read, vec![entry("main", 10), entry("rescue", 11)]);
+        ledger.forget("main", 99).unwrap();
+        assert_eq!(
+            Ledger::read(&path).unwrap().len(),
+            2,
+            "another pid keeps the entry"
+        );
+        ledger.forget("main", 10).unwrap();
+        ledger.forget("rescue", 11).unwrap();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn corrupt_or_truncated_ledgers_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.json");
+        let mut ledger = Ledger::new(path.clone(), "reef.lua".into());
+        ledger.record(entry("main", 10)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, &text[..text.len() / 2]).unwrap();
+        assert!(matches!(
+            Ledger::read(&path),
+            Err(LedgerError::Corrupt { .. })
+        ));
+        std::fs::write(&path, "{\"format\": 9, \"script\": \"x\", \"entries\": []}").unwrap();
+        assert!(matches!(
+            Ledger::read(&path),
+            Err(LedgerError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_the_same_process() {
+        let me = std::process::id();
+        let ticks = process::start_time(me).unwrap();
+        let mine = Entry {
+            start_ticks: ticks,
+            ..entry("main", me)
+        };
+        assert!(mine.is_alive());
+        let impostor = Entry {
+            start_ticks: ticks + 7,
+            ..entry("main", me)
+        };
+        assert!(!impostor.is_alive());
+    }
+}
