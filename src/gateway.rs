@@ -8,7 +8,8 @@
 //!   as the real Control UI does (so a probe must check the body).
 //! - browser control on 127.0.0.1:N+2;
 //! - a single-owner lock under `$OPENCLAW_STATE_DIR/tmp/openclaw-<uid>/gateway.state.lock`: a
-//!   second gateway on the same state dir exits 78 naming the holder's pid;
+//!   second gateway on the same state dir exits 78 naming the holder's pid. (Run bare, with
+//!   neither `OPENCLAW_STATE_DIR` nor `OPENCLAW_PROFILE` set, it keeps no state and no lock.)
 //! - an invalid JSON5 config at `$OPENCLAW_CONFIG_PATH` exits 78;
 //! - a port held by someone else exits 1 after a short retry;
 //! - SIGTERM or SIGINT exits 0 at once.
@@ -74,20 +75,27 @@ fn config_failure(message: String) -> Failure {
 
 async fn serve(options: Options) -> Result<(), Failure> {
     let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
-    let profile =
-        env("OPENCLAW_PROFILE").unwrap_or_else(|| crate::profile::DEFAULT_PROFILE.to_owned());
-    let home =
-        crate::profile::resolve_home(env("OPENCLAW_HOME").as_deref(), env("HOME").as_deref())
-            .ok_or_else(|| config_failure("neither OPENCLAW_STATE_DIR nor HOME is set".into()))?;
-    let state_dir = env("OPENCLAW_STATE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::profile::state_dir(&profile, &home));
-    let config_path = env("OPENCLAW_CONFIG_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::profile::config_path(&state_dir));
-
-    check_config(&config_path)?;
-    let _lock = take_lock(&state_dir, options.port, &config_path)?;
+    // Under reef (or `reef env`) the profile variables are always set. A bare `reef gateway
+    // --port N`, as process-manager benchmarks run it, names no profile: it then keeps no state
+    // and takes no lock, so many can run side by side.
+    let profiled = env("OPENCLAW_STATE_DIR").is_some() || env("OPENCLAW_PROFILE").is_some();
+    let (_lock, where_) = if profiled {
+        let profile = env("OPENCLAW_PROFILE").unwrap_or_else(|| crate::profile::DEFAULT_PROFILE.to_owned());
+        let home = crate::profile::resolve_home(env("OPENCLAW_HOME").as_deref(), env("HOME").as_deref());
+        let state_dir = match (env("OPENCLAW_STATE_DIR"), home) {
+            (Some(dir), _) => PathBuf::from(dir),
+            (None, Some(home)) => crate::profile::state_dir(&profile, &home),
+            (None, None) => return Err(config_failure("OPENCLAW_PROFILE is set but neither OPENCLAW_STATE_DIR nor HOME".into())),
+        };
+        let config_path = env("OPENCLAW_CONFIG_PATH")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| crate::profile::config_path(&state_dir));
+        check_config(&config_path)?;
+        let lock = take_lock(&state_dir, options.port, &config_path)?;
+        (Some(lock), format!("profile {profile}, state dir {}", state_dir.display()))
+    } else {
+        (None, "no profile: no state dir, no lock".to_owned())
+    };
 
     let gateway = bind(options.port).await?;
     let control_port = options.port.checked_add(2).ok_or_else(|| Failure {
@@ -99,9 +107,8 @@ async fn serve(options: Options) -> Result<(), Failure> {
     })?;
     let control = bind(control_port).await?;
     println!(
-        "reef gateway: listening on ws://127.0.0.1:{} (profile {profile}, state dir {}), browser control on {control_port}",
-        options.port,
-        state_dir.display()
+        "reef gateway: listening on ws://127.0.0.1:{} ({where_}), browser control on {control_port}",
+        options.port
     );
 
     let phase = Arc::new(AtomicU8::new(STARTING));

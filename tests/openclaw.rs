@@ -1,6 +1,7 @@
 //! End to end with the real OpenClaw gateway: `reef setup` + `reef up` run a main and a rescue
-//! gateway with runtime "openclaw"; both reach `/readyz` 200, `openclaw --profile NAME health`
-//! finds each, and SIGINT stops both with exit 0 and no process left.
+//! gateway with runtime "openclaw"; both reach `/readyz` 200 and `openclaw --profile NAME health`
+//! finds each; `kill -9` of reef leaves both serving and the next `reef up` adopts them with the
+//! same pids; SIGINT then stops both with exit 0 and no process left.
 //!
 //! Needs the real gateway: `tools/install-openclaw.sh` installs it and prints the wrapper's
 //! path; run with `REEF_OPENCLAW_BIN=<that path> cargo test --test openclaw -- --ignored`.
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
@@ -219,6 +220,53 @@ fn real_openclaw_main_and_rescue_run_under_reef() {
         .iter()
         .map(|i| i["pid"].as_i64().unwrap() as i32)
         .collect();
+
+    // Live restore: reef dies hard, the gateways keep serving, the next reef adopts them.
+    kill(Pid::from_raw(up.0.id() as i32), Signal::SIGKILL).unwrap();
+    up.0.wait().unwrap();
+    for port in [main_port, rescue_port] {
+        let (code, body) = http_get(port, "/healthz");
+        assert_eq!(
+            code, 200,
+            "a gateway stopped serving when reef died: {body}"
+        );
+    }
+    let log = std::fs::File::create(home.path().join("reef-up-2.log")).unwrap();
+    let child = reef(home.path())
+        .arg("up")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    up = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let adopted = loop {
+        if let Some(status) = status(home.path(), &script) {
+            let instances = status["instances"].as_array().unwrap().clone();
+            if instances.iter().all(|i| i["state"] == "ready") {
+                break instances;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted reef did not take the gateways back: {:#?}\n{}",
+            status(home.path(), &script),
+            std::fs::read_to_string(home.path().join("reef-up-2.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let adopted_pids: Vec<i32> = adopted
+        .iter()
+        .map(|i| i["pid"].as_i64().unwrap() as i32)
+        .collect();
+    assert_eq!(
+        adopted_pids, pids,
+        "every gateway keeps its pid across a reef crash"
+    );
+    assert!(adopted.iter().all(|i| i["adopted"] == true), "{adopted:#?}");
+
     kill(Pid::from_raw(up.0.id() as i32), Signal::SIGINT).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let exit = loop {
@@ -235,7 +283,8 @@ fn real_openclaw_main_and_rescue_run_under_reef() {
     for pid in pids {
         // Each gateway led its own process group: nothing of it may be left.
         assert!(
-            killpg(Pid::from_raw(pid), None).is_err(),
+            // A zombie leader waiting for init to reap it holds nothing: live members only.
+            !reef::process::group_has_live_members(pid as u32),
             "process group {pid} still has members after reef stopped"
         );
     }
