@@ -29,8 +29,9 @@ pub enum Command {
     Init(InitArgs),
     /// Create missing state dirs (0700) and minimal configs (0600, port and token pinned).
     Setup(SetupArgs),
-    /// Start the gateways and supervise them in the foreground; Ctrl-C stops them all.
-    Up(ScriptArg),
+    /// Start the gateways and supervise them in the foreground, reloading the script when it
+    /// changes; Ctrl-C stops them all.
+    Up(UpArgs),
     /// Stop a topology's gateways: through its running reef, else from its ledger (only
     /// processes provably started by reef for this topology).
     Down(ScriptArg),
@@ -42,6 +43,10 @@ pub enum Command {
     Stop(NameArgs),
     /// Restart one instance of the running topology (also clears a config error).
     Restart(NameArgs),
+    /// Re-evaluate the running topology's script now and apply it (SIGHUP does the same).
+    Reload(ScriptArg),
+    /// What reloading the script would start, stop, restart or update live, without doing it.
+    Diff(DiffArgs),
     /// Show an instance's captured output.
     Logs(LogsArgs),
     /// Run the built-in reference gateway (what runtime "builtin" starts).
@@ -145,4 +150,29 @@ pub struct GatewayArgs {
     /// Seconds to report "starting" on /readyz before turning ready.
     #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
     pub startup_delay: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub script: ScriptArg,
+
+    /// How long the script's files must be quiet after a change before reef reloads.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 75,
+        env = "REEF_DEBOUNCE_MS"
+    )]
+    pub debounce_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub script: ScriptArg,
+
+    /// Print the diff as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -5,8 +5,8 @@ use std::io::{IsTerminal, Write};
 use anyhow::{Context, Result};
 
 use crate::cli::{
-    Command, EnvArgs, GatewayArgs, InitArgs, LogsArgs, NameArgs, PlanArgs, ScriptArg, SetupArgs,
-    StatusArgs,
+    Command, DiffArgs, EnvArgs, GatewayArgs, InitArgs, LogsArgs, NameArgs, PlanArgs, ScriptArg,
+    SetupArgs, StatusArgs, UpArgs,
 };
 use crate::control::{self, Request};
 use crate::layout::{TopologyDirs, UpLock};
@@ -54,6 +54,8 @@ pub fn run(command: Command) -> Result<Exit> {
         Command::Init(args) => init(args),
         Command::Setup(args) => setup(args),
         Command::Up(args) => up(args),
+        Command::Reload(args) => reload(args),
+        Command::Diff(args) => diff(args),
         Command::Down(args) => down(args),
         Command::Status(args) => status(args),
         Command::Start(args) => control_verb(args, |name| Request::Start { name }),
@@ -262,7 +264,11 @@ fn setup(args: SetupArgs) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
-fn up(args: ScriptArg) -> Result<Exit> {
+fn up(args: UpArgs) -> Result<Exit> {
+    let options = crate::supervisor::UpOptions {
+        debounce: std::time::Duration::from_millis(args.debounce_ms),
+    };
+    let args = args.script;
     let plan = match load(&args.script, false)? {
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),
@@ -285,7 +291,7 @@ fn up(args: ScriptArg) -> Result<Exit> {
         dirs.logs.display(),
         dirs.socket.display()
     );
-    current_thread_runtime()?.block_on(crate::supervisor::run(plan, dirs, env))?;
+    current_thread_runtime()?.block_on(crate::supervisor::run(plan, dirs, env, options))?;
     Ok(Exit::Success)
 }
 
@@ -474,5 +480,43 @@ fn down(args: ScriptArg) -> Result<Exit> {
     }
     std::fs::remove_file(&dirs.ledger)
         .with_context(|| format!("cannot remove {}", dirs.ledger.display()))?;
+    Ok(Exit::Success)
+}
+
+fn reload(args: ScriptArg) -> Result<Exit> {
+    let response = ask(&args.script, &Request::Reload)?;
+    println!(
+        "reloaded: {}",
+        response.message.unwrap_or_else(|| "done".into())
+    );
+    Ok(Exit::Success)
+}
+
+fn diff(args: DiffArgs) -> Result<Exit> {
+    let response = ask(&args.script.script, &Request::Diff)?;
+    let diff = response.diff.context("reef sent no diff")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&diff)?);
+        return Ok(Exit::Success);
+    }
+    let lines = [
+        ("start", &diff.start),
+        ("stop", &diff.stop),
+        ("restart", &diff.restart),
+        ("update live", &diff.update_live),
+        ("unchanged", &diff.unchanged),
+    ];
+    for (verb, names) in lines {
+        if !names.is_empty() {
+            println!("{verb:<12} {}", names.join(", "));
+        }
+    }
+    if diff.start.is_empty()
+        && diff.stop.is_empty()
+        && diff.restart.is_empty()
+        && diff.update_live.is_empty()
+    {
+        println!("a reload would change nothing");
+    }
     Ok(Exit::Success)
 }

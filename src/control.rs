@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
-use crate::supervisor::Registry;
 use crate::supervisor::status::TopologyStatus;
+use crate::supervisor::{DiffNames, Registry};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "verb", rename_all = "kebab-case")]
@@ -30,6 +30,10 @@ pub enum Request {
     },
     /// Stop every gateway and end `reef up`.
     Down,
+    /// Re-evaluate the script now and apply it.
+    Reload,
+    /// Evaluate the script and tell what a reload would do, without doing it.
+    Diff,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +41,9 @@ pub struct Response {
     pub ok: bool,
     pub message: Option<String>,
     pub status: Option<TopologyStatus>,
+    /// For `reload` and `diff`: what the reload does (or would do).
+    #[serde(default)]
+    pub diff: Option<DiffNames>,
 }
 
 impl Response {
@@ -45,6 +52,7 @@ impl Response {
             ok: false,
             message: Some(message),
             status: None,
+            diff: None,
         }
     }
 }
@@ -87,14 +95,6 @@ pub async fn serve(listener: UnixListener, registry: Arc<Registry>) {
 async fn answer(registry: &Registry, request: Request) -> Response {
     let acted = match &request {
         Request::Status => Ok(None),
-        Request::Down => {
-            registry.shutdown().await;
-            registry.down_requested.notify_one();
-            Ok(Some(format!(
-                "stopped {} gateway(s); reef up is ending",
-                registry.handles.len()
-            )))
-        }
         Request::Start { name } => {
             act(registry, name, |h| Box::pin(async move { h.start().await })).await
         }
@@ -107,12 +107,33 @@ async fn answer(registry: &Registry, request: Request) -> Response {
             })
             .await
         }
+        Request::Down => {
+            let count = registry.handles().len();
+            registry.shutdown().await;
+            registry.down_requested.notify_one();
+            Ok(Some(format!(
+                "stopped {count} gateway(s); reef up is ending"
+            )))
+        }
+        Request::Reload | Request::Diff => {
+            let apply = request == Request::Reload;
+            return match registry.request_reload(None, apply).await {
+                Ok(diff) => Response {
+                    ok: true,
+                    message: Some(diff.summary.clone()),
+                    status: Some(registry.snapshot()),
+                    diff: Some(diff),
+                },
+                Err(message) => Response::error(message),
+            };
+        }
     };
     match acted {
         Ok(message) => Response {
             ok: true,
             message,
             status: Some(registry.snapshot()),
+            diff: None,
         },
         Err(message) => Response::error(message),
     }
@@ -124,7 +145,7 @@ type Verb =
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>;
 
 async fn act(registry: &Registry, name: &str, verb: Verb) -> Result<Option<String>, String> {
-    let handle = registry.handle(name)?.clone();
+    let handle = registry.handle(name)?;
     verb(handle).await.map(Some)
 }
 

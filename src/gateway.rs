@@ -80,20 +80,32 @@ async fn serve(options: Options) -> Result<(), Failure> {
     // and takes no lock, so many can run side by side.
     let profiled = env("OPENCLAW_STATE_DIR").is_some() || env("OPENCLAW_PROFILE").is_some();
     let (_lock, where_) = if profiled {
-        let profile = env("OPENCLAW_PROFILE").unwrap_or_else(|| crate::profile::DEFAULT_PROFILE.to_owned());
-        let home = crate::profile::resolve_home(env("OPENCLAW_HOME").as_deref(), env("HOME").as_deref());
+        let profile =
+            env("OPENCLAW_PROFILE").unwrap_or_else(|| crate::profile::DEFAULT_PROFILE.to_owned());
+        let home =
+            crate::profile::resolve_home(env("OPENCLAW_HOME").as_deref(), env("HOME").as_deref());
         let state_dir = match (env("OPENCLAW_STATE_DIR"), home) {
             (Some(dir), _) => PathBuf::from(dir),
             (None, Some(home)) => crate::profile::state_dir(&profile, &home),
-            (None, None) => return Err(config_failure("OPENCLAW_PROFILE is set but neither OPENCLAW_STATE_DIR nor HOME".into())),
+            (None, None) => {
+                return Err(config_failure(
+                    "OPENCLAW_PROFILE is set but neither OPENCLAW_STATE_DIR nor HOME".into(),
+                ));
+            }
         };
         let config_path = env("OPENCLAW_CONFIG_PATH")
             .map(PathBuf::from)
             .unwrap_or_else(|| crate::profile::config_path(&state_dir));
         check_config(&config_path)?;
         let lock = take_lock(&state_dir, options.port, &config_path)?;
-        (Some(lock), format!("profile {profile}, state dir {}", state_dir.display()))
+        (
+            Some(lock),
+            format!("profile {profile}, state dir {}", state_dir.display()),
+        )
     } else {
+        if let Some(config_path) = env("OPENCLAW_CONFIG_PATH") {
+            check_config(Path::new(&config_path))?;
+        }
         (None, "no profile: no state dir, no lock".to_owned())
     };
 

@@ -328,10 +328,20 @@ pub fn status_table(status: &crate::supervisor::status::TopologyStatus, now: f64
     }
     let mut out = table_text(&table);
     out.push_str(&format!(
-        "reef pid {}, supervising {} for {}\n",
+        "reef pid {}, supervising {} for {}; generation {} loaded {} ago\n",
         status.pid,
         status.script.display(),
-        duration_text(now - status.started_at)
+        duration_text(now - status.started_at),
+        status.generation,
+        duration_text(now - status.loaded_at)
     ));
+    if let Some(error) = &status.reload_error {
+        out.push_str(&format!(
+            "last reload failed {} ago, still running generation {}: {}\n",
+            duration_text(now - error.at),
+            status.generation,
+            error.message
+        ));
+    }
     out
 }

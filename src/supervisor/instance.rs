@@ -52,6 +52,18 @@ pub enum Command {
     Restart(Reply),
     /// Stop the gateway and end the task.
     Shutdown(oneshot::Sender<()>),
+    /// A reload changed the spec: restart with the new one.
+    Replace(Box<Respec>),
+    /// A reload changed only live fields: apply them without a restart.
+    Update(Box<Respec>),
+}
+
+/// A new spec for an instance, with the status channels of its (new) dependencies.
+#[derive(Debug)]
+pub struct Respec {
+    pub instance: Instance,
+    pub dependencies: Vec<watch::Receiver<InstanceStatus>>,
+    pub done: oneshot::Sender<()>,
 }
 
 /// A cheap handle to one instance task.
@@ -94,6 +106,30 @@ impl InstanceHandle {
         self.ask(Command::Restart).await
     }
 
+    /// Gives the instance a new spec. With `restart`, a running gateway is restarted on it;
+    /// without, only live fields changed. Returns once the instance took it.
+    pub async fn respec(
+        &self,
+        instance: Instance,
+        dependencies: Vec<watch::Receiver<InstanceStatus>>,
+        restart: bool,
+    ) {
+        let (done, taken) = oneshot::channel();
+        let respec = Box::new(Respec {
+            instance,
+            dependencies,
+            done,
+        });
+        let command = if restart {
+            Command::Replace(respec)
+        } else {
+            Command::Update(respec)
+        };
+        if self.commands.send(command).await.is_ok() {
+            let _ = taken.await;
+        }
+    }
+
     /// Stops the gateway and ends the task; returns once both are done.
     pub async fn shutdown(&self) {
         let (done, finished) = oneshot::channel();
@@ -121,6 +157,8 @@ pub struct Context {
 pub struct Adoption {
     pub pid: u32,
     pub start_ticks: u64,
+    /// When the previous reef spawned it, as its ledger says.
+    pub started_at: f64,
 }
 
 /// A running gateway: our child, or an adopted process we can only watch.
@@ -258,6 +296,7 @@ pub fn spawn(
         failures: 0,
         started_once: false,
         adoption,
+        spawned_at: 0.0,
     };
     let name = runner.instance.name.clone();
     tokio::spawn(runner.run());
@@ -281,6 +320,8 @@ struct Runner {
     started_once: bool,
     /// A running gateway to take over instead of starting one.
     adoption: Option<Adoption>,
+    /// When the last process was spawned (seconds since the Unix epoch).
+    spawned_at: f64,
 }
 
 /// Whether the task goes on.
@@ -391,6 +432,11 @@ impl Runner {
         if !process::is_same_process(adoption.pid, adoption.start_ticks) {
             return Err(format!("pid {} is no longer the gateway", adoption.pid));
         }
+        self.spawned_at = if adoption.started_at > 0.0 {
+            adoption.started_at
+        } else {
+            process::start_time_unix(adoption.start_ticks).unwrap_or_else(unix_now)
+        };
         self.record_in_ledger(adoption.pid, adoption.start_ticks);
         self.started_once = true;
         tracing::info!(instance = %self.name(), pid = adoption.pid, "adopted");
@@ -405,6 +451,7 @@ impl Runner {
             name: self.instance.name.clone(),
             pid,
             start_ticks,
+            started_at: self.spawned_at,
             spec_hash: self.instance.spec_hash(),
             ports: self.status.borrow().ports,
             log: self.log.clone(),
@@ -488,8 +535,61 @@ impl Runner {
                 let _ = done.send(());
                 return Flow::Exit;
             }
+            Command::Replace(respec) => {
+                let Respec {
+                    instance,
+                    dependencies,
+                    done,
+                } = *respec;
+                // A new spec is a fresh start: a config error or a blocked port may be gone.
+                self.failures = 0;
+                self.take_spec(instance, dependencies);
+                self.want_running = self.instance.enabled;
+                if !self.want_running {
+                    self.set_state(State::Stopped, Some("disabled in the topology".into()));
+                }
+                let _ = done.send(());
+            }
+            Command::Update(respec) => {
+                let Respec {
+                    instance,
+                    dependencies,
+                    done,
+                } = *respec;
+                let was_enabled = self.instance.enabled;
+                self.take_spec(instance, dependencies);
+                if was_enabled != self.instance.enabled {
+                    self.want_running = self.instance.enabled;
+                    if !self.want_running {
+                        self.set_state(State::Stopped, Some("disabled in the topology".into()));
+                    }
+                }
+                let _ = done.send(());
+            }
         }
         Flow::Continue
+    }
+
+    /// Adopts a new spec: the task's instance, dependencies and the ports it shows.
+    fn take_spec(
+        &mut self,
+        instance: Instance,
+        dependencies: Vec<watch::Receiver<InstanceStatus>>,
+    ) {
+        let footprint = instance
+            .footprint()
+            .expect("validated plans have fitting footprints");
+        self.update(|status| {
+            status.profile = instance.profile.clone();
+            status.ports = PortSummary {
+                gateway: footprint.gateway,
+                browser_control: footprint.browser_control,
+                cdp_first: footprint.cdp.first,
+                cdp_last: footprint.cdp.last,
+            };
+        });
+        self.instance = instance;
+        self.dependencies = dependencies;
     }
 
     /// Sleeps for `duration` unless a command arrives first.
@@ -594,6 +694,7 @@ impl Runner {
                     .map_err(std::io::Error::from)
             });
         }
+        self.spawned_at = unix_now();
         let child = command.spawn().map_err(|err| {
             let hint = if err.kind() == std::io::ErrorKind::NotFound {
                 "; install it or set `command` in the topology"
@@ -615,11 +716,8 @@ impl Runner {
     async fn supervise(&mut self, mut child: Process, adopted: bool) -> Outcome {
         let pid = child.pid().unwrap_or_default();
         let spawned = Instant::now();
-        let started_at = if adopted {
-            process::start_time(pid).and_then(process::start_time_unix)
-        } else {
-            Some(unix_now())
-        };
+        // Timed just before the spawn (for an adopted gateway: by the reef that spawned it).
+        let started_at = Some(self.spawned_at);
         self.update(|status| {
             status.state = State::Starting;
             status.since = unix_now();
@@ -634,11 +732,8 @@ impl Runner {
             tracing::info!(instance = %self.name(), pid, "started");
         }
 
-        let health = self.instance.health.clone();
         let port = self.instance.footprint().expect("validated").gateway;
-        let interval = Duration::from_secs_f64(health.interval);
-        let timeout = Duration::from_secs_f64(health.timeout);
-        let start_period = Duration::from_secs_f64(health.start_period);
+        let start_period = Duration::from_secs_f64(self.instance.health.start_period);
         let mut ready_at: Option<Instant> = None;
         let mut liveness_failures = 0;
         let mut next_probe = tokio::time::Instant::now() + STARTUP_POLL;
@@ -646,6 +741,10 @@ impl Runner {
         let mut probing: Option<Probe> = None;
 
         loop {
+            // Probe settings are live: a reload may change them while the gateway runs.
+            let health = self.instance.health.clone();
+            let interval = Duration::from_secs_f64(health.interval);
+            let timeout = Duration::from_secs_f64(health.timeout);
             tokio::select! {
                 status = child.wait() => {
                     reap_group(pid, Duration::from_secs_f64(self.instance.stop.timeout.min(5.0))).await;
@@ -680,6 +779,32 @@ impl Runner {
                     }
                     Some(Command::Start(reply)) => {
                         let _ = reply.send(Ok("already running".into()));
+                    }
+                    Some(Command::Replace(respec)) => {
+                        let Respec { instance, dependencies, done } = *respec;
+                        self.stop_child(&mut child).await;
+                        self.failures = 0;
+                        self.take_spec(instance, dependencies);
+                        self.want_running = self.instance.enabled;
+                        let _ = done.send(());
+                        if !self.want_running {
+                            self.set_state(State::Stopped, Some("disabled in the topology".into()));
+                            return Outcome::Stopped;
+                        }
+                        tracing::info!(instance = %self.name(), "restarting with its new spec");
+                        return Outcome::RestartNow;
+                    }
+                    Some(Command::Update(respec)) => {
+                        let Respec { instance, dependencies, done } = *respec;
+                        self.take_spec(instance, dependencies);
+                        if !self.instance.enabled {
+                            self.stop_child(&mut child).await;
+                            self.want_running = false;
+                            self.set_state(State::Stopped, Some("disabled in the topology".into()));
+                            let _ = done.send(());
+                            return Outcome::Stopped;
+                        }
+                        let _ = done.send(());
                     }
                 },
                 _ = tokio::time::sleep_until(next_probe), if probing.is_none() => {
@@ -733,6 +858,7 @@ impl Runner {
                             self.update(|status| {
                                 if status.state == State::Unhealthy {
                                     status.state = State::Ready;
+                                    status.ready = true;
                                     status.since = unix_now();
                                 }
                                 status.healthy = Some(true);
@@ -748,6 +874,7 @@ impl Runner {
                                     status.since = unix_now();
                                 }
                                 status.state = State::Unhealthy;
+                                status.ready = false;
                                 status.healthy = Some(false);
                                 status.message = Some(error.clone());
                             });
@@ -772,6 +899,7 @@ impl Runner {
         };
         self.update(|status| {
             status.state = State::Stopping;
+            status.ready = false;
             status.since = unix_now();
         });
         let signal = launch::parse_signal(&self.instance.stop.signal);

@@ -18,12 +18,15 @@ use crate::process;
 pub const LEDGER_FORMAT: u32 = 1;
 
 /// One gateway process reef started.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     pub name: String,
     pub pid: u32,
     /// Start time in clock ticks since boot (`/proc/PID/stat` field 22).
     pub start_ticks: u64,
+    /// When reef spawned it (seconds since the Unix epoch), for `reef status` after adoption.
+    #[serde(default)]
+    pub started_at: f64,
     /// `Instance::spec_hash` of the spec it was started with.
     pub spec_hash: String,
     pub ports: PortSummary,
@@ -37,7 +40,7 @@ impl Entry {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct LedgerFile {
     format: u32,
     script: PathBuf,
@@ -156,6 +159,7 @@ mod tests {
             name: name.into(),
             pid,
             start_ticks: 42,
+            started_at: 1.5,
             spec_hash: "00".into(),
             ports: PortSummary {
                 gateway: 20000,

@@ -12,11 +12,11 @@ pub const ROTATE_AT: u64 = 10 << 20;
 pub const KEEP: u32 = 3;
 const CHECK_EVERY: Duration = Duration::from_secs(10);
 
-/// Checks the logs every few seconds, forever.
-pub async fn rotate_forever(logs: Vec<PathBuf>) {
+/// Checks the running instances' logs every few seconds, forever.
+pub async fn rotate_forever(registry: std::sync::Arc<super::Registry>) {
     loop {
         tokio::time::sleep(CHECK_EVERY).await;
-        let logs = logs.clone();
+        let logs: Vec<PathBuf> = registry.handles().iter().map(|h| h.status().log).collect();
         let _ = tokio::task::spawn_blocking(move || {
             for log in &logs {
                 if let Err(err) = rotate_if_large(log, ROTATE_AT, KEEP) {

@@ -19,66 +19,287 @@ pub mod status;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::layout::TopologyDirs;
-use crate::plan::Plan;
+use crate::lua::{Host, Limits};
+use crate::plan::{self, Plan};
+use crate::reconcile::{self, Diff};
 use crate::topology::Instance;
+use crate::watch::ScriptWatcher;
 use instance::{Adoption, Context, InstanceHandle};
 use ledger::Ledger;
-use status::{State, TopologyStatus, unix_now};
+use status::{ReloadError, State, TopologyStatus, unix_now};
 
-/// The running topology as the control server sees it.
-#[derive(Debug)]
+/// The running topology: its instances and their specs, the reload state, and what it takes
+/// to start new instances. Shared by the control server, the reload task and `run`.
 pub struct Registry {
     pub script: PathBuf,
     pub started_at: f64,
-    /// In declaration order.
-    pub handles: Vec<InstanceHandle>,
-    /// Each instance's dependencies, by name.
-    pub depends_on: HashMap<String, Vec<String>>,
+    running: RwLock<Running>,
+    reload_state: Mutex<ReloadState>,
+    context: Context,
+    dirs: TopologyDirs,
+    reload_requests: mpsc::Sender<ReloadRequest>,
     /// Set by `reef down`: the gateways are stopped, `reef up` should return.
     pub down_requested: tokio::sync::Notify,
 }
 
+/// The instances as applied, in declaration order (handles and specs side by side).
+struct Running {
+    handles: Vec<InstanceHandle>,
+    specs: Vec<Instance>,
+}
+
+struct ReloadState {
+    generation: u64,
+    loaded_at: f64,
+    error: Option<ReloadError>,
+}
+
+/// A reload asked for over the control socket: apply it, or only tell what it would do.
+pub struct ReloadRequest {
+    /// Another script to compare against (for `reef diff`); the topology's own by default.
+    pub script: Option<PathBuf>,
+    pub apply: bool,
+    pub reply: oneshot::Sender<Result<DiffNames, String>>,
+}
+
 impl Registry {
+    pub fn handles(&self) -> Vec<InstanceHandle> {
+        self.running.read().expect("registry lock").handles.clone()
+    }
+
+    fn specs(&self) -> Vec<Instance> {
+        self.running.read().expect("registry lock").specs.clone()
+    }
+
     pub fn snapshot(&self) -> TopologyStatus {
+        let reload = self.reload_state.lock().expect("reload lock");
         TopologyStatus {
             format: crate::render::JSON_FORMAT,
             script: self.script.clone(),
             pid: std::process::id(),
             started_at: self.started_at,
-            instances: self.handles.iter().map(InstanceHandle::status).collect(),
+            generation: reload.generation,
+            loaded_at: reload.loaded_at,
+            reload_error: reload.error.clone(),
+            instances: self.handles().iter().map(InstanceHandle::status).collect(),
         }
     }
 
-    pub fn handle(&self, name: &str) -> Result<&InstanceHandle, String> {
-        self.handles
+    pub fn handle(&self, name: &str) -> Result<InstanceHandle, String> {
+        let handles = self.handles();
+        handles
             .iter()
             .find(|handle| handle.name == name)
+            .cloned()
             .ok_or_else(|| {
-                crate::suggest::no_such_instance(name, self.handles.iter().map(|h| h.name.as_str()))
+                crate::suggest::no_such_instance(name, handles.iter().map(|h| h.name.as_str()))
             })
+    }
+
+    /// Asks the reload task to evaluate (and with `apply`, apply) a script now.
+    pub async fn request_reload(
+        &self,
+        script: Option<PathBuf>,
+        apply: bool,
+    ) -> Result<DiffNames, String> {
+        let (reply, answer) = oneshot::channel();
+        self.reload_requests
+            .send(ReloadRequest {
+                script,
+                apply,
+                reply,
+            })
+            .await
+            .map_err(|_| "reef is shutting down".to_owned())?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err("reef is shutting down".to_owned()))
     }
 
     /// Stops every instance, dependents before their dependencies, each batch in parallel.
     pub async fn shutdown(&self) {
-        for batch in stop_order(
-            &self.depends_on,
-            self.handles.iter().map(|h| h.name.as_str()),
-        ) {
-            let mut stops = tokio::task::JoinSet::new();
-            for handle in self.handles.iter().filter(|h| batch.contains(&h.name)) {
-                let handle = handle.clone();
-                stops.spawn(async move { handle.shutdown().await });
+        let (handles, specs) = {
+            let running = self.running.read().expect("registry lock");
+            (running.handles.clone(), running.specs.clone())
+        };
+        stop_handles(
+            &handles,
+            &specs,
+            handles.iter().map(|h| h.name.clone()).collect(),
+        )
+        .await;
+    }
+
+    /// Evaluates `script` in a fresh VM and diffs it against what runs; with `apply`, carries
+    /// the diff out. A failed evaluation changes nothing that runs. Returns the files read.
+    async fn reload(
+        &self,
+        script: &Path,
+        apply: bool,
+    ) -> (Result<DiffNames, String>, Vec<PathBuf>) {
+        let planned = {
+            let script = script.to_path_buf();
+            let host = match Host::from_process() {
+                Ok(host) => host,
+                Err(err) => return (Err(err.to_string()), Vec::new()),
+            };
+            tokio::task::spawn_blocking(move || plan::plan(&script, &host, Limits::default())).await
+        };
+        let Ok(planned) = planned else {
+            return (Err("the evaluation panicked".into()), Vec::new());
+        };
+        let files = planned.files;
+        let outcome = match planned.result {
+            Err(err) => Err(err.to_string()),
+            Ok(plan) if !plan.is_valid() => Err(format!(
+                "the new topology has {} violation(s), e.g. {}; run `reef plan {}`",
+                plan.report.violations.len(),
+                plan.report.violations[0].message,
+                script.display()
+            )),
+            Ok(plan) => Ok(plan),
+        };
+        let plan = match outcome {
+            Ok(plan) => plan,
+            Err(message) => {
+                if apply {
+                    tracing::error!("reload failed, the running topology is unchanged: {message}");
+                    self.reload_state.lock().expect("reload lock").error = Some(ReloadError {
+                        message: message.clone(),
+                        at: unix_now(),
+                    });
+                }
+                return (Err(message), files);
             }
-            while stops.join_next().await.is_some() {}
+        };
+        let diff = reconcile::diff(&self.specs(), &plan.topology.instances);
+        let names = DiffNames::of(&diff);
+        if apply {
+            tracing::info!("reloading {}: {}", script.display(), diff.summary());
+            self.apply(diff, plan.topology.instances).await;
+            let mut state = self.reload_state.lock().expect("reload lock");
+            state.generation += 1;
+            state.loaded_at = unix_now();
+            state.error = None;
+        }
+        (Ok(names), files)
+    }
+
+    /// Carries out a diff: stop the removed (dependents first), start the added, restart the
+    /// changed (dependents first; each restarts once its dependencies are ready again), update
+    /// the live ones. Unchanged instances are not touched.
+    async fn apply(&self, diff: Diff, next: Vec<Instance>) {
+        let (mut handles, specs) = {
+            let running = self.running.read().expect("registry lock");
+            (running.handles.clone(), running.specs.clone())
+        };
+        stop_handles(&handles, &specs, diff.removed.clone()).await;
+        handles.retain(|handle| !diff.removed.contains(&handle.name));
+
+        for instance in dependency_first(&diff.added) {
+            let dependencies = subscriptions(&handles, instance);
+            let log = self.dirs.log(&instance.name);
+            handles.push(instance::spawn(
+                instance.clone(),
+                log,
+                self.context.clone(),
+                dependencies,
+                None,
+            ));
+        }
+        let restart_order = stop_order(
+            &next
+                .iter()
+                .map(|i| (i.name.clone(), i.depends_on.clone()))
+                .collect(),
+            diff.changed.iter().map(|i| i.name.as_str()),
+        );
+        for name in restart_order.into_iter().flatten() {
+            let instance = diff
+                .changed
+                .iter()
+                .find(|i| i.name == name)
+                .expect("from the diff");
+            if let Some(handle) = handles.iter().find(|h| h.name == name) {
+                handle
+                    .respec(instance.clone(), subscriptions(&handles, instance), true)
+                    .await;
+            }
+        }
+        for instance in &diff.live {
+            if let Some(handle) = handles.iter().find(|h| h.name == instance.name) {
+                handle
+                    .respec(instance.clone(), subscriptions(&handles, instance), false)
+                    .await;
+            }
+        }
+        handles.sort_by_key(|handle| next.iter().position(|i| i.name == handle.name));
+        let mut running = self.running.write().expect("registry lock");
+        running.handles = handles;
+        running.specs = next;
+    }
+}
+
+/// Stops the named instances, dependents before their dependencies, each batch in parallel.
+async fn stop_handles(handles: &[InstanceHandle], specs: &[Instance], names: Vec<String>) {
+    let depends_on: HashMap<String, Vec<String>> = specs
+        .iter()
+        .map(|i| (i.name.clone(), i.depends_on.clone()))
+        .collect();
+    for batch in stop_order(&depends_on, names.iter().map(String::as_str)) {
+        let mut stops = tokio::task::JoinSet::new();
+        for handle in handles.iter().filter(|h| batch.contains(&h.name)) {
+            let handle = handle.clone();
+            stops.spawn(async move { handle.shutdown().await });
+        }
+        while stops.join_next().await.is_some() {}
+    }
+}
+
+/// The status channels of `instance`'s dependencies among `handles`.
+fn subscriptions(
+    handles: &[InstanceHandle],
+    instance: &Instance,
+) -> Vec<watch::Receiver<status::InstanceStatus>> {
+    instance
+        .depends_on
+        .iter()
+        .filter_map(|name| handles.iter().find(|h| &h.name == name))
+        .map(InstanceHandle::subscribe)
+        .collect()
+}
+
+/// A diff by instance names, as `reef diff` and `reef reload` report it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffNames {
+    pub summary: String,
+    pub start: Vec<String>,
+    pub stop: Vec<String>,
+    pub restart: Vec<String>,
+    pub update_live: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+impl DiffNames {
+    fn of(diff: &Diff) -> DiffNames {
+        let names = |instances: &[Instance]| instances.iter().map(|i| i.name.clone()).collect();
+        DiffNames {
+            summary: diff.summary(),
+            start: names(&diff.added),
+            stop: diff.removed.clone(),
+            restart: names(&diff.changed),
+            update_live: names(&diff.live),
+            unchanged: diff.unchanged.clone(),
         }
     }
 }
@@ -113,11 +334,20 @@ pub fn stop_order<'a>(
     batches
 }
 
-/// Supervises `plan` until SIGINT or SIGTERM, then stops everything.
+/// Options of `reef up`.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Quiet time after the last file event before a reload.
+    pub debounce: Duration,
+}
+
+/// Supervises `plan` until SIGINT, SIGTERM or `reef down`, reloading it whenever one of its
+/// files changes (or on SIGHUP / `reef reload`), then stops everything.
 pub async fn run(
     plan: Plan,
     dirs: TopologyDirs,
     inherited_env: BTreeMap<String, String>,
+    options: UpOptions,
 ) -> Result<()> {
     let reef_binary = std::env::current_exe().context("cannot find reef's own binary")?;
     let (changed, _) = watch::channel(0u64);
@@ -135,12 +365,7 @@ pub async fn run(
     let mut handles: Vec<InstanceHandle> = Vec::new();
     let instances: Vec<Instance> = plan.topology.instances.clone();
     for instance in dependency_first(&instances) {
-        let dependencies = instance
-            .depends_on
-            .iter()
-            .filter_map(|name| handles.iter().find(|h| &h.name == name))
-            .map(InstanceHandle::subscribe)
-            .collect();
+        let dependencies = subscriptions(&handles, instance);
         let log = dirs.log(&instance.name);
         handles.push(instance::spawn(
             instance.clone(),
@@ -153,22 +378,44 @@ pub async fn run(
     // Back to declaration order for status and control.
     handles.sort_by_key(|handle| instances.iter().position(|i| i.name == handle.name));
 
+    let (reload_requests, reload_inbox) = mpsc::channel(4);
     let registry = Arc::new(Registry {
         script: plan.topology.script.clone(),
         started_at: unix_now(),
-        depends_on: instances
-            .iter()
-            .map(|i| (i.name.clone(), i.depends_on.clone()))
-            .collect(),
-        handles,
+        running: RwLock::new(Running {
+            handles,
+            specs: instances,
+        }),
+        reload_state: Mutex::new(ReloadState {
+            generation: 1,
+            loaded_at: unix_now(),
+            error: None,
+        }),
+        context: context.clone(),
+        dirs: dirs.clone(),
+        reload_requests,
         down_requested: tokio::sync::Notify::new(),
     });
 
+    let (file_events, raw_events) = mpsc::channel(1);
+    let mut watcher = ScriptWatcher::new(file_events)?;
+    watcher.watch(&plan.topology.files)?;
+    let (debounced_tx, debounced) = mpsc::channel(1);
+    let debouncer = tokio::spawn(crate::watch::debounce(
+        raw_events,
+        options.debounce,
+        debounced_tx,
+    ));
+    let reloader = tokio::spawn(reload_forever(
+        registry.clone(),
+        watcher,
+        debounced,
+        reload_inbox,
+    ));
+
     let listener = crate::control::bind(&dirs.socket)?;
     let server = tokio::spawn(crate::control::serve(listener, registry.clone()));
-    let rotation = tokio::spawn(logs::rotate_forever(
-        registry.handles.iter().map(|h| h.status().log).collect(),
-    ));
+    let rotation = tokio::spawn(logs::rotate_forever(registry.clone()));
     let progress = std::io::stderr()
         .is_terminal()
         .then(|| tokio::spawn(show_progress(registry.clone(), context.changed.subscribe())));
@@ -183,6 +430,8 @@ pub async fn run(
     if let Some(progress) = progress {
         progress.abort();
     }
+    reloader.abort();
+    debouncer.abort();
     tracing::info!("{which}: stopping all gateways");
     registry.shutdown().await;
     server.abort();
@@ -190,6 +439,41 @@ pub async fn run(
     let _ = std::fs::remove_file(&dirs.socket);
     tracing::info!("all gateways stopped");
     Ok(())
+}
+
+/// The one task that evaluates scripts while reef runs: on file changes (debounced), SIGHUP
+/// and control requests. It owns the watcher, whose set follows the files each evaluation read.
+async fn reload_forever(
+    registry: Arc<Registry>,
+    mut watcher: ScriptWatcher,
+    mut file_changes: mpsc::Receiver<()>,
+    mut requests: mpsc::Receiver<ReloadRequest>,
+) {
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP; `reef reload` still works");
+        return;
+    };
+    loop {
+        let (script, apply, reply) = tokio::select! {
+            Some(()) = file_changes.recv() => (None, true, None),
+            Some(_) = hangup.recv() => (None, true, None),
+            Some(request) = requests.recv() => (request.script, request.apply, Some(request.reply)),
+            else => return,
+        };
+        let own_script = script.is_none();
+        let script = script.unwrap_or_else(|| registry.script.clone());
+        let (outcome, files) = registry.reload(&script, apply).await;
+        if apply
+            && own_script
+            && !files.is_empty()
+            && let Err(err) = watcher.watch(&files)
+        {
+            tracing::warn!("{err:#}");
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome);
+        }
+    }
 }
 
 /// Reads the previous reef's ledger and decides, for each gateway it lists that is provably
@@ -225,6 +509,7 @@ async fn take_over_leftovers(plan: &Plan, dirs: &TopologyDirs) -> HashMap<String
                     Adoption {
                         pid: entry.pid,
                         start_ticks: entry.start_ticks,
+                        started_at: entry.started_at,
                     },
                 );
             }
@@ -284,7 +569,7 @@ async fn show_progress(registry: Arc<Registry>, mut changed: watch::Receiver<u64
     let started = Instant::now();
     loop {
         let statuses: Vec<_> = registry
-            .handles
+            .handles()
             .iter()
             .map(InstanceHandle::status)
             .collect();

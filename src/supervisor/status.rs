@@ -98,7 +98,21 @@ pub struct TopologyStatus {
     /// reef's own pid.
     pub pid: u32,
     pub started_at: f64,
+    /// Topology generation: 1 at start, one more per applied reload.
+    pub generation: u64,
+    /// When the running generation was loaded.
+    pub loaded_at: f64,
+    /// The last reload's error, until a reload succeeds.
+    pub reload_error: Option<ReloadError>,
     pub instances: Vec<InstanceStatus>,
+}
+
+/// A reload that failed: the running topology stayed as it was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadError {
+    /// What went wrong, with file and line for script errors.
+    pub message: String,
+    pub at: f64,
 }
 
 pub use crate::process::unix_now;
