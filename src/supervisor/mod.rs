@@ -60,6 +60,7 @@ struct Running {
 
 struct ReloadState {
     generation: u64,
+    evaluations: u64,
     loaded_at: f64,
     error: Option<ReloadError>,
 }
@@ -89,6 +90,7 @@ impl Registry {
             pid: std::process::id(),
             started_at: self.started_at,
             generation: reload.generation,
+            evaluations: reload.evaluations,
             loaded_at: reload.loaded_at,
             reload_error: reload.error.clone(),
             instances: self.handles().iter().map(InstanceHandle::status).collect(),
@@ -155,6 +157,7 @@ impl Registry {
             };
             tokio::task::spawn_blocking(move || plan::plan(&script, &host, Limits::default())).await
         };
+        self.reload_state.lock().expect("reload lock").evaluations += 1;
         let Ok(planned) = planned else {
             return (Err("the evaluation panicked".into()), Vec::new());
         };
@@ -388,6 +391,7 @@ pub async fn run(
         }),
         reload_state: Mutex::new(ReloadState {
             generation: 1,
+            evaluations: 0,
             loaded_at: unix_now(),
             error: None,
         }),

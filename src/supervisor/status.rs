@@ -102,6 +102,9 @@ pub struct TopologyStatus {
     pub generation: u64,
     /// When the running generation was loaded.
     pub loaded_at: f64,
+    /// Script evaluations since start (file changes, SIGHUP, `reef reload`, `reef diff`), failed
+    /// ones included: with the debounce, one burst of writes costs one evaluation.
+    pub evaluations: u64,
     /// The last reload's error, until a reload succeeds.
     pub reload_error: Option<ReloadError>,
     pub instances: Vec<InstanceStatus>,
