@@ -33,8 +33,10 @@ use crate::hostports;
 use crate::process::{self, ExitWatch};
 use crate::topology::{Instance, RestartPolicy};
 
-/// How often readiness is polled while a gateway starts.
-const STARTUP_POLL: Duration = Duration::from_millis(100);
+/// How often readiness is polled while a gateway starts: soon after the spawn (the built-in
+/// gateway is ready in milliseconds), then backing off to every 100 ms (the real one takes ~10 s).
+const STARTUP_POLL_FIRST: Duration = Duration::from_millis(10);
+const STARTUP_POLL_MAX: Duration = Duration::from_millis(100);
 /// How often a blocked instance checks its ports again.
 const BLOCKED_RETRY: Duration = Duration::from_secs(2);
 /// Consecutive liveness failures that make reef restart a gateway.
@@ -736,7 +738,8 @@ impl Runner {
         let start_period = Duration::from_secs_f64(self.instance.health.start_period);
         let mut ready_at: Option<Instant> = None;
         let mut liveness_failures = 0;
-        let mut next_probe = tokio::time::Instant::now() + STARTUP_POLL;
+        let mut startup_poll = STARTUP_POLL_FIRST;
+        let mut next_probe = tokio::time::Instant::now() + startup_poll;
         type Probe = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
         let mut probing: Option<Probe> = None;
 
@@ -847,7 +850,8 @@ impl Runner {
                                     healthy_for: None,
                                 };
                             }
-                            next_probe = now + STARTUP_POLL;
+                            startup_poll = (startup_poll * 2).min(STARTUP_POLL_MAX);
+                            next_probe = now + startup_poll;
                         }
                         (Some(_), Ok(())) => {
                             liveness_failures = 0;
