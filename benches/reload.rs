@@ -33,8 +33,11 @@ fn main() {
         .expect("write the script")
     };
     write(b);
-    let env: BTreeMap<String, String> = [("HOME".to_owned(), home.path().display().to_string())].into();
-    let socket = TopologyDirs::for_script(&script, &env).expect("dirs").socket;
+    let env: BTreeMap<String, String> =
+        [("HOME".to_owned(), home.path().display().to_string())].into();
+    let socket = TopologyDirs::for_script(&script, &env)
+        .expect("dirs")
+        .socket;
 
     let mut up = Guard(
         Command::new(env!("CARGO_BIN_EXE_reef"))
@@ -49,7 +52,9 @@ fn main() {
             .spawn()
             .expect("start reef up"),
     );
-    wait_for(&socket, |s| s.instances.iter().all(|i| i.state == State::Ready));
+    wait_for(&socket, |s| {
+        s.instances.iter().all(|i| i.state == State::Ready)
+    });
 
     let mut samples = Vec::with_capacity(ROUNDS);
     let mut port = b;
@@ -69,9 +74,13 @@ fn main() {
 
     let before = status(&socket).expect("status").evaluations;
     for i in 0..BURST {
-        write(if i % 2 == 0 { b_other } else { b });
+        write(if i.is_multiple_of(2) { b_other } else { b });
     }
-    let last = if (BURST - 1) % 2 == 0 { b_other } else { b };
+    let last = if (BURST - 1).is_multiple_of(2) {
+        b_other
+    } else {
+        b
+    };
     wait_for(&socket, |s| {
         s.instances[1].ports.gateway == last && s.instances[1].state == State::Ready
     });
@@ -106,7 +115,11 @@ fn wait_for(socket: &Path, done: impl Fn(&TopologyStatus) -> bool) {
         {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out: {:#?}", status(socket));
+        assert!(
+            Instant::now() < deadline,
+            "timed out: {:#?}",
+            status(socket)
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
 }
