@@ -18,6 +18,10 @@
 //! - [`hostports`]: which ports are free on the host, and who holds the others.
 //! - [`setup`]: state dirs and minimal configs for `reef setup`.
 //! - [`gateway`]: the built-in reference gateway (`reef gateway`).
+//! - [`progress`]: `reef up`'s live line on a terminal, with logs written around it.
+//! - [`process`]: processes by pid and start time; pidfd exit watching (live restore).
+//! - [`reconcile`]: the diff from the running topology to a new plan (hot reload).
+//! - [`watch`]: notify events on the script's files, debounced into reload requests.
 //!
 //! The core (`topology`, `profile`, `ports`, `validate`) is pure: no Lua, no async runtime, no
 //! filesystem. The Lua layer turns a script into a `Topology`; everything after works on data.
@@ -33,6 +37,7 @@ pub mod plan;
 pub mod ports;
 pub mod process;
 pub mod profile;
+pub mod progress;
 pub mod reconcile;
 pub mod render;
 pub mod setup;

@@ -42,7 +42,7 @@ fn init_logging(verbose: u8) {
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| reef::progress::Stderr)
         .with_ansi(color)
         .with_target(false)
         .init();

@@ -433,6 +433,7 @@ pub async fn run(
     };
     if let Some(progress) = progress {
         progress.abort();
+        crate::progress::finish();
     }
     reloader.abort();
     debouncer.abort();
@@ -570,6 +571,7 @@ fn dependency_first(instances: &[Instance]) -> Vec<&Instance> {
 async fn show_progress(registry: Arc<Registry>, mut changed: watch::Receiver<u64>) {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(120));
+    crate::progress::show(bar.clone());
     let started = Instant::now();
     loop {
         let statuses: Vec<_> = registry
@@ -591,6 +593,7 @@ async fn show_progress(registry: Arc<Registry>, mut changed: watch::Receiver<u64
             .map(|s| format!("{} {}", s.name, s.state))
             .collect();
         if wanted.iter().all(|s| s.state.is_settled()) {
+            crate::progress::finish();
             bar.finish_with_message(format!(
                 "{ready}/{} gateways ready in {:.1} s{}",
                 wanted.len(),
@@ -609,6 +612,7 @@ async fn show_progress(registry: Arc<Registry>, mut changed: watch::Receiver<u64
             pending.join(" · ")
         ));
         if changed.changed().await.is_err() {
+            crate::progress::finish();
             return;
         }
     }
