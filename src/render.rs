@@ -323,7 +323,11 @@ pub fn status_table(status: &crate::supervisor::status::TopologyStatus, now: f64
                 instance.ports.cdp_first,
                 instance.ports.cdp_last
             )),
-            Cell::new(instance.message.as_deref().unwrap_or("")),
+            Cell::new(match (&instance.message, instance.adopted) {
+                (Some(message), _) => message.as_str(),
+                (None, true) => "adopted from a previous reef",
+                (None, false) => "",
+            }),
         ]);
     }
     let mut out = table_text(&table);
