@@ -5,10 +5,14 @@ use std::time::Duration;
 
 use crate::topology::Backoff;
 
-/// The delay before restart number `failures` (0 for the first restart after a healthy run).
-/// `unit` in `[0, 1)` picks the jitter.
+/// The delay before a restart, after `failures` failures without a healthy period in between.
+/// The first restart is immediate (a one-off crash costs no downtime); then `initial`, doubling
+/// up to `max`. `unit` in `[0, 1)` picks the jitter.
 pub fn delay(backoff: &Backoff, failures: u32, unit: f64) -> Duration {
-    let exponential = backoff.initial * 2f64.powi(failures.min(30) as i32);
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    let exponential = backoff.initial * 2f64.powi((failures - 1).min(30) as i32);
     let capped = exponential.min(backoff.max);
     let jitter = 0.8 + 0.4 * unit.clamp(0.0, 1.0);
     Duration::from_secs_f64((capped * jitter).min(backoff.max))
@@ -38,9 +42,10 @@ mod tests {
     #[test]
     fn doubles_then_caps() {
         let b = backoff();
-        assert_eq!(delay(&b, 0, 0.5), Duration::from_secs_f64(0.5));
-        assert_eq!(delay(&b, 1, 0.5), Duration::from_secs_f64(1.0));
-        assert_eq!(delay(&b, 3, 0.5), Duration::from_secs_f64(4.0));
+        assert_eq!(delay(&b, 0, 0.5), Duration::ZERO);
+        assert_eq!(delay(&b, 1, 0.5), Duration::from_secs_f64(0.5));
+        assert_eq!(delay(&b, 2, 0.5), Duration::from_secs_f64(1.0));
+        assert_eq!(delay(&b, 4, 0.5), Duration::from_secs_f64(4.0));
         assert_eq!(delay(&b, 10, 0.5), Duration::from_secs_f64(30.0));
         assert_eq!(delay(&b, u32::MAX, 0.99), Duration::from_secs_f64(30.0));
     }
@@ -48,8 +53,8 @@ mod tests {
     #[test]
     fn jitter_stays_within_a_fifth() {
         let b = backoff();
-        assert_eq!(delay(&b, 2, 0.0), Duration::from_secs_f64(1.6));
-        assert!(delay(&b, 2, 0.999) < Duration::from_secs_f64(2.4));
+        assert_eq!(delay(&b, 3, 0.0), Duration::from_secs_f64(1.6));
+        assert!(delay(&b, 3, 0.999) < Duration::from_secs_f64(2.4));
         for _ in 0..100 {
             let unit = jitter_unit();
             assert!((0.0..1.0).contains(&unit));

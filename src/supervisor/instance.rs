@@ -735,6 +735,7 @@ impl Runner {
         }
 
         let port = self.instance.footprint().expect("validated").gateway;
+        let prober = Arc::new(tokio::sync::Mutex::new(probe::Prober::new(port)));
         let start_period = Duration::from_secs_f64(self.instance.health.start_period);
         let mut ready_at: Option<Instant> = None;
         let mut liveness_failures = 0;
@@ -816,7 +817,10 @@ impl Runner {
                     } else {
                         (health.liveness_path.clone(), Expect::Live)
                     };
-                    probing = Some(Box::pin(async move { probe::probe(port, &path, expect, timeout).await }));
+                    let prober = prober.clone();
+                    probing = Some(Box::pin(async move {
+                        prober.lock().await.probe(&path, expect, timeout).await
+                    }));
                 }
                 result = async { probing.as_mut().expect("guarded").await }, if probing.is_some() => {
                     probing = None;

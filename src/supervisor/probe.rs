@@ -29,55 +29,129 @@ impl Expect {
     }
 }
 
-/// Probes `http://127.0.0.1:port{path}`; `Err` says why it failed.
-pub async fn probe(port: u16, path: &str, expect: Expect, timeout: Duration) -> Result<(), String> {
-    match tokio::time::timeout(timeout, request(port, path)).await {
-        Err(_) => Err(format!("no answer within {:.1} s", timeout.as_secs_f64())),
-        Ok(Err(err)) => Err(err),
-        Ok(Ok((status, body))) => {
-            let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
-            let field = expect.field();
-            match json.as_ref().and_then(|v| v.get(field)) {
-                Some(serde_json::Value::Bool(true)) => Ok(()),
-                Some(_) => Err(format!(
-                    "{path} answered {status} with \"{field}\" not true"
-                )),
-                None => Err(format!(
-                    "{path} answered {status} without a JSON \"{field}\" field"
-                )),
+type Connection = (
+    hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// Probes one gateway over a kept-alive connection (reconnecting when it drops), so that
+/// probing many idle gateways costs reef next to nothing.
+pub struct Prober {
+    port: u16,
+    connection: Option<Connection>,
+}
+
+impl Prober {
+    pub fn new(port: u16) -> Prober {
+        Prober {
+            port,
+            connection: None,
+        }
+    }
+
+    /// GETs `path` and checks that the JSON body holds `expect`'s field as `true`.
+    pub async fn probe(
+        &mut self,
+        path: &str,
+        expect: Expect,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let answer = match tokio::time::timeout(timeout, self.request(path)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                // A request cut off mid-way leaves the connection unusable.
+                self.disconnect();
+                return Err(format!("no answer within {:.1} s", timeout.as_secs_f64()));
             }
+        };
+        let (status, body) = answer?;
+        let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+        let field = expect.field();
+        match json.as_ref().and_then(|v| v.get(field)) {
+            Some(serde_json::Value::Bool(true)) => Ok(()),
+            Some(_) => Err(format!(
+                "{path} answered {status} with \"{field}\" not true"
+            )),
+            None => Err(format!(
+                "{path} answered {status} without a JSON \"{field}\" field"
+            )),
+        }
+    }
+
+    async fn request(&mut self, path: &str) -> Result<(u16, Bytes), String> {
+        // A kept-alive connection the gateway closed fails once: retry on a fresh one.
+        let reused = self.connection.is_some();
+        match self.request_once(path).await {
+            Err(_) if reused => {
+                self.disconnect();
+                self.request_once(path).await
+            }
+            other => other,
+        }
+    }
+
+    async fn request_once(&mut self, path: &str) -> Result<(u16, Bytes), String> {
+        if self.connection.is_none() {
+            self.connection = Some(connect(self.port).await?);
+        }
+        let (sender, _) = self.connection.as_mut().expect("connected above");
+        let result = send(sender, self.port, path).await;
+        if result.is_err() {
+            self.disconnect();
+        }
+        result
+    }
+
+    fn disconnect(&mut self) {
+        if let Some((_, driver)) = self.connection.take() {
+            driver.abort();
         }
     }
 }
 
-async fn request(port: u16, path: &str) -> Result<(u16, Bytes), String> {
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.disconnect();
+    }
+}
+
+async fn connect(port: u16) -> Result<Connection, String> {
     let stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|err| format!("cannot connect to port {port}: {err}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|err| format!("HTTP handshake failed: {err}"))?;
-    let driver = tokio::spawn(connection);
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok((sender, driver))
+}
+
+async fn send(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    port: u16,
+    path: &str,
+) -> Result<(u16, Bytes), String> {
+    sender
+        .ready()
+        .await
+        .map_err(|err| format!("connection closed: {err}"))?;
     let request = Request::get(path)
         .header("host", format!("127.0.0.1:{port}"))
         .header("user-agent", "reef-probe")
         .body(Empty::<Bytes>::new())
         .map_err(|err| err.to_string())?;
-    let result = async {
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|err| format!("request failed: {err}"))?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|err| format!("reading the answer failed: {err}"))?
-            .to_bytes();
-        Ok((status, body))
-    }
-    .await;
-    driver.abort();
-    result
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|err| format!("request failed: {err}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|err| format!("reading the answer failed: {err}"))?
+        .to_bytes();
+    Ok((status, body))
 }
