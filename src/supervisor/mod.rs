@@ -162,8 +162,20 @@ impl Registry {
             return (Err("the evaluation panicked".into()), Vec::new());
         };
         let files = planned.files;
+        let empty_file = std::fs::metadata(script).is_ok_and(|meta| meta.len() == 0);
         let outcome = match planned.result {
             Err(err) => Err(err.to_string()),
+            // An editor that truncates before writing can be caught mid-save: an empty file
+            // would stop every gateway. A topology without gateways must say so in Lua.
+            Ok(plan)
+                if empty_file && plan.topology.instances.is_empty() && !self.specs().is_empty() =>
+            {
+                Err(format!(
+                    "{} is empty (a save in progress?); keeping the running topology. To stop every gateway, \
+                 leave a comment in the script, or use `reef down`",
+                    script.display()
+                ))
+            }
             Ok(plan) if !plan.is_valid() => Err(format!(
                 "the new topology has {} violation(s), e.g. {}; run `reef plan {}`",
                 plan.report.violations.len(),
@@ -220,20 +232,31 @@ impl Registry {
                 None,
             ));
         }
-        let restart_order = stop_order(
+        // Changed instances: stop them all first, dependents before their dependencies, then
+        // hand each its new spec in dependency order, so that a dependent restarts only once
+        // its (restarted) dependency is ready again.
+        let restart_order: Vec<String> = stop_order(
             &next
                 .iter()
                 .map(|i| (i.name.clone(), i.depends_on.clone()))
                 .collect(),
             diff.changed.iter().map(|i| i.name.as_str()),
-        );
-        for name in restart_order.into_iter().flatten() {
+        )
+        .into_iter()
+        .flatten()
+        .collect();
+        for name in &restart_order {
+            if let Some(handle) = handles.iter().find(|h| &h.name == name) {
+                let _ = handle.stop().await;
+            }
+        }
+        for name in restart_order.iter().rev() {
             let instance = diff
                 .changed
                 .iter()
-                .find(|i| i.name == name)
+                .find(|i| &i.name == name)
                 .expect("from the diff");
-            if let Some(handle) = handles.iter().find(|h| h.name == name) {
+            if let Some(handle) = handles.iter().find(|h| &h.name == name) {
                 handle
                     .respec(instance.clone(), subscriptions(&handles, instance), true)
                     .await;

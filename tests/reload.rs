@@ -1,0 +1,1373 @@
+//! Hot reload end to end on the built-in gateway: `reef up` watches its script and every module
+//! the script required, applies a changed topology (restarting only the instances whose spec
+//! changed, starting added ones, stopping removed ones, updating live fields in place), keeps
+//! the running topology when the script fails and shows the error in `reef status`, and
+//! reloads on `reef reload` and SIGHUP; `reef diff` tells what a reload would do.
+//!
+//! Every test runs in its own temporary HOME (so its own state dirs, logs and control socket)
+//! with base ports of its own (see [`Footprint`]), writes its topology there, and runs `reef up`
+//! in the background under an [`Up`] guard that stops it (SIGTERM, then SIGKILL after 15 s) even
+//! when the test panics. Nothing sleeps for a fixed time where a state can be awaited: tests poll
+//! `reef status --json` every 40 ms with a 30 s deadline and panic with the last status. Checks
+//! that something did *not* happen first wait for a positive signal (a new generation, one more
+//! evaluation, a reload error) and then look at the pids.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// How often a condition is checked.
+const POLL: Duration = Duration::from_millis(40);
+/// How long a condition may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(30);
+/// How long a process may take to stop after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// Environment variables that would leak the developer's setup into a test.
+const SCRUBBED_VARS: &[&str] = &[
+    "XDG_RUNTIME_DIR",
+    "XDG_STATE_HOME",
+    "OPENCLAW_HOME",
+    "OPENCLAW_PROFILE",
+    "OPENCLAW_STATE_DIR",
+    "OPENCLAW_CONFIG_PATH",
+    "OPENCLAW_GATEWAY_PORT",
+    "REEF_SCRIPT",
+    "REEF_DEBOUNCE_MS",
+    "RUST_LOG",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Ports: one footprint per claim, never shared with a parallel test or test binary.
+
+/// Base ports are handed out from `PORTS_FROM..PORTS_TO` (this binary's range; `tests/up.rs`
+/// and `tests/restore.rs` use the ranges below) in steps of `PORT_STEP`, which holds one
+/// footprint (111 ports) with a little room to spare.
+///
+/// The range lies inside Linux's ephemeral port range (32768..60999), where other programs'
+/// outgoing connections take local ports; such a socket makes a gateway's port unbindable
+/// ("held by another process") for as long as the connection lives. Since Linux 4.6
+/// `connect()` picks even ports first, so every base port here is odd (an odd start, an even
+/// step): the gateway port and browser control (base + 2) are then odd too.
+const PORTS_FROM: u32 = 44_000;
+const PORTS_TO: u32 = 52_000;
+const PORT_STEP: u32 = 126;
+const PORT_SLOTS: u32 = (PORTS_TO - PORTS_FROM - 111) / PORT_STEP;
+
+static NEXT_SLOT: AtomicU32 = AtomicU32::new(0);
+
+/// A base port claimed for one test, with its footprint `[base, base+110]`. The claim is a
+/// flock on a file named after the port in a shared temp directory, so test binaries running
+/// at the same time skip each other's ports; the kernel drops it when the claim is dropped or
+/// the process ends.
+struct Footprint {
+    base: u16,
+    _claim: Flock<File>,
+}
+
+impl Footprint {
+    /// Claims the next free footprint. Each process starts at its own offset (from its pid),
+    /// and a port whose gateway or browser-control port is in use is skipped.
+    fn claim() -> Footprint {
+        let dir = std::env::temp_dir().join("reef-tests-ports");
+        std::fs::create_dir_all(&dir).expect("the port claim directory can be created");
+        let offset = std::process::id().wrapping_mul(17) % PORT_SLOTS;
+        for _ in 0..PORT_SLOTS * 2 {
+            let slot = (offset + NEXT_SLOT.fetch_add(1, Ordering::Relaxed)) % PORT_SLOTS;
+            let base = u16::try_from(PORTS_FROM + 1 + slot * PORT_STEP).expect("ports fit in u16");
+            let file = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join(format!("{base}.lock")))
+                .expect("a port claim file can be opened");
+            let Ok(claim) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+                continue;
+            };
+            if port_is_free(base) && port_is_free(base + 2) {
+                return Footprint {
+                    base,
+                    _claim: claim,
+                };
+            }
+        }
+        panic!("no free footprint in {PORTS_FROM}..{PORTS_TO}");
+    }
+}
+
+fn port_is_free(port: u16) -> bool {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+}
+
+/// `n` footprints.
+fn claim<const N: usize>() -> [Footprint; N] {
+    std::array::from_fn(|_| Footprint::claim())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes started by the tests.
+
+static NEXT_OUTPUT: AtomicU32 = AtomicU32::new(0);
+
+/// A process a test started, its stdout and stderr captured in files (never a pipe nobody
+/// reads). Dropping it ends it: SIGTERM, then SIGKILL after [`STOP_GRACE`].
+struct Proc {
+    child: Child,
+    label: String,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    fn spawn(mut command: Command, outputs: &Path, label: &str) -> Proc {
+        let n = NEXT_OUTPUT.fetch_add(1, Ordering::Relaxed);
+        let stem = format!("{n}-{}", label.replace(' ', "-"));
+        let stdout = outputs.join(format!("{stem}.stdout"));
+        let stderr = outputs.join(format!("{stem}.stderr"));
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout).expect("stdout file"))
+            .stderr(File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {label}: {err}"));
+        Proc {
+            child,
+            label: label.to_owned(),
+            stdout,
+            stderr,
+            status: None,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, signal: Signal) {
+        let pid = Pid::from_raw(i32::try_from(self.pid()).expect("pids fit in i32"));
+        kill(pid, signal)
+            .unwrap_or_else(|err| panic!("cannot send {signal} to {}: {err}", self.label));
+    }
+
+    /// The exit status, if the process has ended.
+    fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait works");
+        }
+        self.status
+    }
+
+    /// Waits up to `limit` for the process to end.
+    fn wait_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.try_status() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Waits up to [`DEADLINE`] for the exit code; panics if it does not end or dies of a signal.
+    fn exit_code(&mut self) -> i32 {
+        match self.wait_within(DEADLINE) {
+            Some(status) => status.code().unwrap_or_else(|| {
+                panic!(
+                    "{} died of a signal ({status}){}",
+                    self.label,
+                    self.output()
+                )
+            }),
+            None => panic!(
+                "{} did not exit within {DEADLINE:?}{}",
+                self.label,
+                self.output()
+            ),
+        }
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Both outputs, for failure messages.
+    fn output(&self) -> String {
+        format!(
+            "\n--- {} stdout:\n{}\n--- {} stderr:\n{}",
+            self.label,
+            self.stdout(),
+            self.label,
+            self.stderr()
+        )
+    }
+
+    /// Ends the process if it still runs; false if it had to be killed.
+    fn end(&mut self) -> bool {
+        if self.try_status().is_some() {
+            return true;
+        }
+        if let Ok(pid) = i32::try_from(self.pid()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        if self.wait_within(STOP_GRACE).is_some() {
+            return true;
+        }
+        let _ = self.child.kill();
+        self.status = self.child.wait().ok();
+        false
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// The finished run of a one-shot command.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Topologies.
+
+/// A Lua string literal for ASCII `text` (Rust's escapes of `"` and `\` are Lua's too).
+fn lua_string(text: &str) -> String {
+    format!("{text:?}")
+}
+
+/// One `reef.gateway { ... }` line: profile `name`, `port` (a number or a Lua expression) and
+/// `extra` fields (Lua, may be empty).
+fn gateway(name: &str, port: impl std::fmt::Display, extra: &str) -> String {
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!(", {extra}")
+    };
+    format!(
+        "reef.gateway {{ profile = {}, port = {port}{extra} }}\n",
+        lua_string(name)
+    )
+}
+
+/// A script: the `reef` module, then `lines` (line 1 is `local reef = require "reef"`).
+fn script(lines: &[String]) -> String {
+    let mut text = String::from("local reef = require \"reef\"\n");
+    for line in lines {
+        text.push_str(line);
+    }
+    text
+}
+
+/// Instances a, b and c on the given ports, nothing else.
+fn trio(a: u16, b: u16, c: u16) -> String {
+    script(&[
+        gateway("a", a, ""),
+        gateway("b", b, ""),
+        gateway("c", c, ""),
+    ])
+}
+
+// ---------------------------------------------------------------------------------------------
+// A test's sandbox: temp HOME, script, ports.
+
+struct Sandbox {
+    /// Holds everything; removed on drop (after the guards that use it).
+    tmp: tempfile::TempDir,
+    home: PathBuf,
+    script: PathBuf,
+    outputs: PathBuf,
+}
+
+impl Sandbox {
+    /// A sandbox whose topology is `script` (written as `reef.lua` beside HOME).
+    fn new(script: &str) -> Sandbox {
+        let tmp = tempfile::tempdir().expect("a temp dir");
+        let home = tmp.path().join("home");
+        let outputs = tmp.path().join("outputs");
+        std::fs::create_dir(&home).expect("home");
+        std::fs::create_dir(&outputs).expect("outputs dir");
+        let path = tmp.path().join("reef.lua");
+        std::fs::write(&path, script).expect("the script is written");
+        Sandbox {
+            tmp,
+            home,
+            script: path,
+            outputs,
+        }
+    }
+
+    fn script(&self) -> &str {
+        self.script.to_str().expect("temp paths are UTF-8")
+    }
+
+    /// A file beside the script (e.g. `lib/ports.lua`).
+    fn path(&self, relative: &str) -> PathBuf {
+        self.tmp.path().join(relative)
+    }
+
+    /// Saves `text` as the file at `relative` the plain way: one overwrite in place.
+    fn write(&self, relative: &str, text: &str) {
+        let path = self.path(relative);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("the module directory can be created");
+        }
+        std::fs::write(&path, text)
+            .unwrap_or_else(|err| panic!("cannot write {}: {err}", path.display()));
+    }
+
+    /// Overwrites the script in place.
+    fn edit_script(&self, text: &str) {
+        self.write("reef.lua", text);
+    }
+
+    /// Saves the script the way many editors do: write `reef.lua.tmp` in the same directory,
+    /// then rename it over the script.
+    fn rename_save_script(&self, text: &str) {
+        let temp = self.path("reef.lua.tmp");
+        std::fs::write(&temp, text).expect("the temp file is written");
+        std::fs::rename(&temp, &self.script).expect("the temp file is renamed over the script");
+    }
+
+    /// `reef ARGS` in this sandbox's environment.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_reef"));
+        command
+            .args(args)
+            .current_dir(self.tmp.path())
+            .env("HOME", &self.home)
+            .env("NO_COLOR", "1");
+        for var in SCRUBBED_VARS {
+            command.env_remove(var);
+        }
+        command
+    }
+
+    /// Runs `reef ARGS` to completion (within [`DEADLINE`]).
+    fn run(&self, args: &[&str]) -> Run {
+        let label = format!("reef {}", args.first().copied().unwrap_or_default());
+        let mut proc = Proc::spawn(self.command(args), &self.outputs, &label);
+        let code = proc.exit_code();
+        Run {
+            code,
+            stdout: proc.stdout(),
+            stderr: proc.stderr(),
+        }
+    }
+
+    /// `reef up SCRIPT` in the background (default debounce).
+    fn up(&self) -> Up<'_> {
+        self.up_with(&[])
+    }
+
+    /// `reef up OPTIONS SCRIPT` in the background.
+    fn up_with(&self, options: &[&str]) -> Up<'_> {
+        let mut args = vec!["up"];
+        args.extend_from_slice(options);
+        args.push(self.script());
+        Up {
+            proc: Proc::spawn(self.command(&args), &self.outputs, "reef up"),
+            sandbox: self,
+            gateways: BTreeSet::new(),
+        }
+    }
+
+    /// `reef status --json SCRIPT`: the status, or the failed run.
+    fn status(&self) -> Result<Value, Run> {
+        let run = self.run(&["status", "--json", self.script()]);
+        if run.code != 0 {
+            return Err(run);
+        }
+        Ok(serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|err| panic!("`reef status --json` printed no JSON ({err}):\n{run}")))
+    }
+
+    /// The config file of a profile, as OpenClaw places it.
+    fn config_path(&self, profile: &str) -> PathBuf {
+        self.home
+            .join(format!(".openclaw-{profile}"))
+            .join("openclaw.json")
+    }
+}
+
+/// A running `reef up`; dropping it stops reef (SIGTERM, SIGKILL after 15 s). Should reef have
+/// to be killed, the gateways it started (their pids as seen in its status; each leads its own
+/// process group) are killed too, so no test leaves processes behind.
+struct Up<'a> {
+    proc: Proc,
+    sandbox: &'a Sandbox,
+    gateways: BTreeSet<u32>,
+}
+
+impl Drop for Up<'_> {
+    fn drop(&mut self) {
+        if !self.proc.end() {
+            for &pid in &self.gateways {
+                if let Ok(pid) = i32::try_from(pid) {
+                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+impl Up<'_> {
+    /// Polls `reef status --json` until `done` holds for it; returns that status. Panics with
+    /// the last status (or error) when reef exits or the deadline passes. `check` runs on every
+    /// status seen, for what must hold throughout.
+    fn wait_until_checking(
+        &mut self,
+        what: &str,
+        mut check: impl FnMut(&Value),
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        let mut last = String::from("(no status yet)");
+        loop {
+            if let Some(status) = self.proc.try_status() {
+                panic!(
+                    "reef up exited ({status}) while waiting for {what}; last status:\n{last}{}",
+                    self.proc.output()
+                );
+            }
+            match self.sandbox.status() {
+                Ok(status) => {
+                    self.gateways
+                        .extend(instances(&status).iter().filter_map(pid_in));
+                    check(&status);
+                    if done(&status) {
+                        return status;
+                    }
+                    last = serde_json::to_string_pretty(&status).expect("JSON prints");
+                }
+                Err(run) => last = run.to_string(),
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {DEADLINE:?} waiting for {what}; last status:\n{last}{}",
+                    self.proc.output()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn wait_until(&mut self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        self.wait_until_checking(what, |_| {}, done)
+    }
+
+    /// Waits until every instance is ready.
+    fn wait_all_ready(&mut self) -> Value {
+        self.wait_until("every instance to be ready", all_ready)
+    }
+
+    /// One status now (reef must be running).
+    fn status(&mut self) -> Value {
+        self.wait_until("a status", |_| true)
+    }
+
+    /// Stops reef with SIGTERM, expects exit 0, and checks that every gateway it ever showed
+    /// is gone.
+    fn stop(mut self) {
+        self.proc.signal(Signal::SIGTERM);
+        let code = self.proc.exit_code();
+        assert_eq!(code, 0, "reef up exits 0 on SIGTERM{}", self.proc.output());
+        for &gateway in &self.gateways {
+            assert_gone(gateway, "a gateway reef started");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading statuses.
+
+fn instances(status: &Value) -> &Vec<Value> {
+    status["instances"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a status has `instances`: {status:#}"))
+}
+
+fn find<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
+    instances(status).iter().find(|i| i["name"] == name)
+}
+
+fn instance<'a>(status: &'a Value, name: &str) -> &'a Value {
+    find(status, name).unwrap_or_else(|| panic!("no instance `{name}` in {status:#}"))
+}
+
+fn names(status: &Value) -> Vec<&str> {
+    instances(status)
+        .iter()
+        .map(|i| i["name"].as_str().expect("names are strings"))
+        .collect()
+}
+
+fn state<'a>(status: &'a Value, name: &str) -> &'a str {
+    instance(status, name)["state"]
+        .as_str()
+        .unwrap_or_else(|| panic!("`{name}` has a state: {status:#}"))
+}
+
+fn pid_in(instance: &Value) -> Option<u32> {
+    instance["pid"].as_u64().map(|pid| pid as u32)
+}
+
+fn pid(status: &Value, name: &str) -> u32 {
+    pid_in(instance(status, name)).unwrap_or_else(|| panic!("`{name}` has no pid: {status:#}"))
+}
+
+fn gateway_port(status: &Value, name: &str) -> u64 {
+    instance(status, name)["ports"]["gateway"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("`{name}` has no gateway port: {status:#}"))
+}
+
+fn restarts(status: &Value, name: &str) -> u64 {
+    instance(status, name)["restarts"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("`{name}` has no `restarts`: {status:#}"))
+}
+
+fn generation(status: &Value) -> u64 {
+    status["generation"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a status has a `generation`: {status:#}"))
+}
+
+fn evaluations(status: &Value) -> u64 {
+    status["evaluations"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a status has `evaluations`: {status:#}"))
+}
+
+fn all_ready(status: &Value) -> bool {
+    instances(status).iter().all(|i| i["state"] == "ready")
+}
+
+/// `name` is ready on a gateway port `port` with a pid other than `old`.
+fn restarted_on(status: &Value, name: &str, old: u32, port: u16) -> bool {
+    find(status, name).is_some_and(|i| {
+        i["state"] == "ready"
+            && pid_in(i).is_some_and(|p| p != old)
+            && i["ports"]["gateway"] == port
+    })
+}
+
+/// A check for [`Up::wait_until_checking`]: each named instance still runs with its pid.
+fn keeps_pids<'a>(kept: &'a [(&'a str, u32)]) -> impl FnMut(&Value) + 'a {
+    move |status| {
+        for &(name, expected) in kept {
+            assert_eq!(
+                pid_in(instance(status, name)),
+                Some(expected),
+                "`{name}` must keep its pid {expected}: {status:#}"
+            );
+        }
+    }
+}
+
+/// The pids of the named instances in `status`.
+fn pids_of<'a>(status: &Value, names: &[&'a str]) -> Vec<(&'a str, u32)> {
+    names
+        .iter()
+        .map(|&name| (name, pid(status, name)))
+        .collect()
+}
+
+/// Whether a process with this pid exists (zombies included).
+fn process_exists(pid: u32) -> bool {
+    kill(Pid::from_raw(i32::try_from(pid).expect("pid fits")), None).is_ok()
+}
+
+fn assert_gone(pid: u32, what: &str) {
+    assert!(!process_exists(pid), "{what} (pid {pid}) is still alive");
+}
+
+/// A variable of a running process's environment.
+fn environ_var(pid: u32, var: &str) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{var}=");
+    raw.split(|&byte| byte == 0)
+        .filter_map(|entry| std::str::from_utf8(entry).ok())
+        .find_map(|entry| entry.strip_prefix(&prefix).map(str::to_owned))
+}
+
+/// Whether `text` contains `file:N:` for some line number N.
+fn names_file_and_line(text: &str, file: &str) -> bool {
+    let needle = format!("{file}:");
+    text.match_indices(&needle).any(|(at, _)| {
+        let rest = &text[at + needle.len()..];
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        digits > 0 && rest[digits..].starts_with(':')
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. A changed port restarts only that instance.
+
+#[test]
+fn changing_one_port_restarts_only_that_instance() {
+    let [a, b, c, b2] = claim::<4>();
+    let sandbox = Sandbox::new(&trio(a.base, b.base, c.base));
+    let mut up = sandbox.up();
+    let before = up.wait_all_ready();
+    assert_eq!(generation(&before), 1, "{before:#}");
+    assert_eq!(evaluations(&before), 0, "{before:#}");
+    assert_eq!(before["reload_error"], Value::Null, "{before:#}");
+    let loaded_at = before["loaded_at"].as_f64().expect("loaded_at");
+    let old_b = pid(&before, "b");
+    let kept = pids_of(&before, &["a", "c"]);
+
+    sandbox.edit_script(&trio(a.base, b2.base, c.base));
+    let after = up.wait_until_checking(
+        "b to be ready on its new port with a new pid",
+        keeps_pids(&kept),
+        |status| generation(status) == 2 && restarted_on(status, "b", old_b, b2.base),
+    );
+    assert!(
+        after["loaded_at"].as_f64().expect("loaded_at") > loaded_at,
+        "loaded_at moves with the generation: {after:#}"
+    );
+    assert_eq!(after["reload_error"], Value::Null, "{after:#}");
+    assert_eq!(names(&after), ["a", "b", "c"], "{after:#}");
+    for name in ["a", "c"] {
+        assert_eq!(state(&after, name), "ready", "{after:#}");
+        assert_eq!(restarts(&after, name), 0, "{after:#}");
+    }
+    assert_eq!(
+        instance(&after, "b")["ports"]["browser_control"],
+        b2.base + 2
+    );
+    assert_gone(old_b, "b's old gateway");
+    assert!(port_is_free(b.base), "b's old port {} is free", b.base);
+    up.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. A broken script changes nothing; the fix applies.
+
+#[test]
+fn a_syntax_error_keeps_everything_running_and_the_fix_applies() {
+    let [a, b, c, b2] = claim::<4>();
+    let sandbox = Sandbox::new(&trio(a.base, b.base, c.base));
+    let mut up = sandbox.up();
+    let before = up.wait_all_ready();
+    let pids = pids_of(&before, &["a", "b", "c"]);
+    let evaluated = evaluations(&before);
+
+    // Line 3 lacks the port's value.
+    let broken = script(&[
+        gateway("a", a.base, ""),
+        format!("reef.gateway {{ profile = \"b\", port = = {} }}\n", b2.base),
+        gateway("c", c.base, ""),
+    ]);
+    sandbox.edit_script(&broken);
+    let failed = up.wait_until_checking("the reload error", keeps_pids(&pids), |status| {
+        status["reload_error"] != Value::Null
+    });
+    let message = failed["reload_error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the reload error has a message: {failed:#}"));
+    assert!(
+        names_file_and_line(message, "reef.lua"),
+        "the message names the file and line (`reef.lua:N:`): {failed:#}"
+    );
+    assert!(
+        message.contains("reef.lua:3:"),
+        "the error is on line 3: {failed:#}"
+    );
+    assert!(
+        failed["reload_error"]["at"].as_f64().is_some(),
+        "the error has a time: {failed:#}"
+    );
+    assert_eq!(generation(&failed), 1, "{failed:#}");
+    assert!(evaluations(&failed) > evaluated, "{failed:#}");
+    assert!(all_ready(&failed), "{failed:#}");
+    for (name, _) in &pids {
+        assert_eq!(restarts(&failed, name), 0, "{failed:#}");
+    }
+
+    let human = sandbox.run(&["status", sandbox.script()]);
+    assert_eq!(human.code, 0, "{human}");
+    assert!(human.stdout.contains("last reload failed"), "{human}");
+    assert!(human.stdout.contains("reef.lua:3:"), "{human}");
+    // reef's log has it too.
+    assert!(
+        up.proc.stderr().contains("reef.lua:3:"),
+        "the error is logged{}",
+        up.proc.output()
+    );
+
+    // Still nothing moved once the error is in.
+    let still = up.status();
+    keeps_pids(&pids)(&still);
+
+    sandbox.edit_script(&trio(a.base, b2.base, c.base));
+    let fixed = up.wait_until_checking("the fix to apply", keeps_pids(&pids[..1]), |status| {
+        status["reload_error"] == Value::Null
+            && generation(status) == 2
+            && restarted_on(status, "b", pids[1].1, b2.base)
+    });
+    assert_eq!(pid(&fixed, "c"), pids[2].1, "{fixed:#}");
+    let human = sandbox.run(&["status", sandbox.script()]);
+    assert!(!human.stdout.contains("last reload failed"), "{human}");
+    up.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Editing a required module reloads.
+
+fn ports_module(a: u16, b: u16, c: u16) -> String {
+    format!("return {{ a = {a}, b = {b}, c = {c} }}\n")
+}
+
+#[test]
+fn editing_a_required_module_reloads() {
+    let [a, b, c, b2] = claim::<4>();
+    let sandbox = Sandbox::new(&script(&[
+        "local ports = require \"lib.ports\"\n".to_owned(),
+        gateway("a", "ports.a", ""),
+        gateway("b", "ports.b", ""),
+        gateway("c", "ports.c", ""),
+    ]));
+    sandbox.write("lib/ports.lua", &ports_module(a.base, b.base, c.base));
+    let mut up = sandbox.up();
+    let before = up.wait_all_ready();
+    assert_eq!(gateway_port(&before, "b"), u64::from(b.base), "{before:#}");
+    let old_b = pid(&before, "b");
+    let kept = pids_of(&before, &["a", "c"]);
+
+    sandbox.write("lib/ports.lua", &ports_module(a.base, b2.base, c.base));
+    up.wait_until_checking(
+        "b to restart on the module's new port",
+        keeps_pids(&kept),
+        |status| generation(status) == 2 && restarted_on(status, "b", old_b, b2.base),
+    );
+    up.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Editors that save by rename.
+
+#[test]
+fn an_editor_style_rename_save_reloads() {
+    let [a, b, c, b2, c2] = claim::<5>();
+    let sandbox = Sandbox::new(&trio(a.base, b.base, c.base));
+    let mut up = sandbox.up();
+    let before = up.wait_all_ready();
+    let old_b = pid(&before, "b");
+    let kept = pids_of(&before, &["a", "c"]);
+
+    // Write a temp file beside the script, rename it over the script.
+    sandbox.rename_save_script(&trio(a.base, b2.base, c.base));
+    let renamed = up.wait_until_checking("the rename save to apply", keeps_pids(&kept), |status| {
+        generation(status) == 2 && restarted_on(status, "b", old_b, b2.base)
+    });
+    assert!(
+        !sandbox.path("reef.lua.tmp").exists(),
+        "the temp file was renamed away"
+    );
+
+    // The new inode is watched too: a backup-then-write save (vim's way: move the script to
+    // `reef.lua~`, write a new `reef.lua`) applies as well.
+    let kept = pids_of(&renamed, &["a", "b"]);
+    let old_c = pid(&renamed, "c");
+    std::fs::rename(&sandbox.script, sandbox.path("reef.lua~")).expect("backup rename");
+    sandbox.edit_script(&trio(a.base, b2.base, c2.base));
+    up.wait_until_checking(
+        "the backup-then-write save to apply",
+        keeps_pids(&kept),
+        |status| {
+            generation(status) >= 3
+                && status["reload_error"] == Value::Null
+                && restarted_on(status, "c", old_c, c2.base)
+        },
+    );
+    up.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. A burst of writes: few evaluations, the last content wins.
+
+#[test]
+fn a_burst_of_writes_ends_in_the_last_contents_state_with_few_evaluations() {
+    const WRITES: u32 = 100;
+    let [a, b, c, b2] = claim::<4>();
+    let b_with = |port: u16, n: u32| {
+        script(&[
+            gateway("a", a.base, ""),
+            gateway("b", port, &format!("env = {{ REEF_TEST_BURST = \"{n}\" }}")),
+            gateway("c", c.base, ""),
+        ])
+    };
+    let sandbox = Sandbox::new(&b_with(b.base, 0));
+    let mut up = sandbox.up();
+    let before = up.wait_all_ready();
+    let old_b = pid(&before, "b");
+    assert_eq!(
+        environ_var(old_b, "REEF_TEST_BURST").as_deref(),
+        Some("0"),
+        "b's gateway runs with its env"
+    );
+    let kept = pids_of(&before, &["a", "c"]);
+    let evaluated = evaluations(&before);
+    let generated = generation(&before);
+
+    // Every write a different env value for b; the last also moves b to a new port.
+    for n in 1..WRITES {
+        sandbox.edit_script(&b_with(b.base, n));
+    }
+    let last = WRITES.to_string();
+    sandbox.edit_script(&b_with(b2.base, WRITES));
+
+    let after = up.wait_until_checking(
+        "b to run the last content (new port, last env value)",
+        keeps_pids(&kept),
+        |status| {
+            restarted_on(status, "b", old_b, b2.base)
+                && environ_var(pid(status, "b"), "REEF_TEST_BURST").as_deref()
+                    == Some(last.as_str())
+        },
+    );
+    // The files have been quiet since the last write: any evaluation of the burst is done.
+    let settled = up.wait_until("the topology to be settled", |status| {
+        status["reload_error"] == Value::Null && all_ready(status)
+    });
+    let burst_evaluations = evaluations(&settled) - evaluated;
+    eprintln!(
+        "reload burst: {WRITES} writes -> {burst_evaluations} evaluation(s), generation {} -> {}",
+        generated,
+        generation(&settled)
+    );
+    assert!(
+        burst_evaluations >= 1,
+        "the burst was evaluated at least once: {settled:#}"
+    );
+    assert!(
+        burst_evaluations <= 10,
+        "{WRITES} writes cost {burst_evaluations} evaluations; the debounce should merge them: {settled:#}"
+    );
+    assert!(generation(&after) > generated, "{after:#}");
+    assert_eq!(
+        environ_var(pid(&settled, "b"), "REEF_TEST_BURST").as_deref(),
+        Some(last.as_str()),
+        "{settled:#}"
+    );
+    up.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. and 7. Removing and adding instances.
+
+#[test]
+fn removing_an_instance_stops_it_and_only_it() {
+    let [a, b, c] = claim::<3>();
+    let sandbox = Sandbox::new(&trio(a.base, b.base, c.base));
+    let mut up = sandbox.up();
+    let before = up.wait_all_ready();
+    let kept = pids_of(&before, &["a", "b"]);
+    let old_c = pid(&before, "c");
+
+    sandbox.edit_script(&script(&[
+        gateway("a", a.base, ""),
+        gateway("b", b.base, ""),
+    ]));
+    let after = up.wait_until_checking("c to be gone", keeps_pids(&kept), |status| {
+        generation(status) == 2 && find(status, "c").is_none()
+    });
+    assert_eq!(names(&after), ["a", "b"], "{after:#}");
+    assert!(all_ready(&after), "{after:#}");
+    assert_gone(old_c, "the removed instance's gateway");
+    assert!(port_is_free(c.base), "c's port {} is free again", c.base);
+    for (name, _) in &kept {
+        assert_eq!(restarts(&after, name), 0, "{after:#}");
+    }
+    up.stop();
+}
+
+#[test]
+fn adding_an_instance_starts_it_and_touches_nothing_else() {
+    let [a, b, c, d] = claim::<4>();
+    let sandbox = Sandbox::new(&trio(a.base, b.base, c.base));
+    let mut up = sandbox.up();
+    let before = up.wait_all_ready();
+    let kept = pids_of(&before, &["a", "b", "c"]);
+
+    sandbox.edit_script(&script(&[
+        gateway("a", a.base, ""),
+        gateway("b", b.base, ""),
+        gateway("c", c.base, ""),
+        gateway("d", d.base, ""),
+    ]));
+    let after = up.wait_until_checking("d to be ready", keeps_pids(&kept), |status| {
+        generation(status) == 2 && find(status, "d").is_some_and(|d| d["state"] == "ready")
+    });
+    assert_eq!(names(&after), ["a", "b", "c", "d"], "{after:#}");
+    assert_eq!(gateway_port(&after, "d"), u64::from(d.base), "{after:#}");
+    assert_eq!(restarts(&after, "d"), 0, "{after:#}");
+    for (name, _) in &kept {
+        assert_eq!(restarts(&after, name), 0, "{after:#}");
+    }
+    up.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Live fields restart nothing.
+
+#[test]
+fn a_live_field_change_restarts_nothing_and_takes_effect() {
+    let [a, b, c] = claim::<3>();
+    let sandbox = Sandbox::new(&trio(a.base, b.base, c.base));
+    let mut up = sandbox.up();
+    let before = up.wait_all_ready();
+    let pids = pids_of(&before, &["a", "b", "c"]);
+
+    sandbox.edit_script(&script(&[
+        gateway("a", a.base, "health = { interval = 1 }"),
+        gateway("b", b.base, "restart = { policy = \"on-failure\" }"),
+        gateway("c", c.base, ""),
+    ]));
+    let after = up.wait_until_checking("generation 2", keeps_pids(&pids), |status| {
+        generation(status) == 2
+    });
+    for (name, _) in &pids {
+        let status = instance(&after, name);
+        assert_eq!(status["state"], "ready", "{after:#}");
+        assert_eq!(status["restarts"], 0, "{after:#}");
+        assert_eq!(status["last_exit"], Value::Null, "never stopped: {after:#}");
+    }
+
+    // The new policy is in force: b ended cleanly is not restarted any more ("always" would).
+    kill(Pid::from_raw(pids[1].1 as i32), Signal::SIGTERM).expect("b's gateway can be signalled");
+    let ended = up.wait_until_checking(
+        "b to have exited for good",
+        keeps_pids(&[pids[0], pids[2]]),
+        |status| state(status, "b") == "exited",
+    );
+    let b_status = instance(&ended, "b");
+    assert_eq!(b_status["last_exit"], "exit code 0", "{ended:#}");
+    assert_eq!(b_status["restarts"], 0, "{ended:#}");
+    assert!(
+        b_status["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("restart policy")),
+        "{ended:#}"
+    );
+    up.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. reef diff, reef reload, SIGHUP.
+
+#[test]
+fn diff_changes_nothing_then_reload_and_sighup_apply() {
+    let [a, b, c, b2, c2] = claim::<5>();
+    let sandbox = Sandbox::new(&trio(a.base, b.base, c.base));
+    // A debounce far longer than the test: only reef reload and SIGHUP reload.
+    let mut up = sandbox.up_with(&["--debounce-ms", "60000"]);
+    let before = up.wait_all_ready();
+    let pids = pids_of(&before, &["a", "b", "c"]);
+
+    let nothing = sandbox.run(&["diff", sandbox.script()]);
+    assert_eq!(nothing.code, 0, "{nothing}");
+    assert!(
+        nothing.stdout.contains("a reload would change nothing"),
+        "{nothing}"
+    );
+
+    sandbox.edit_script(&trio(a.base, b2.base, c.base));
+    let diff = sandbox.run(&["diff", sandbox.script(), "--json"]);
+    assert_eq!(diff.code, 0, "{diff}");
+    let json: Value = serde_json::from_str(&diff.stdout)
+        .unwrap_or_else(|err| panic!("`reef diff --json` prints JSON ({err}): {diff}"));
+    assert_eq!(json["restart"], serde_json::json!(["b"]), "{json:#}");
+    assert_eq!(json["unchanged"], serde_json::json!(["a", "c"]), "{json:#}");
+    for empty in ["start", "stop", "update_live"] {
+        assert_eq!(json[empty], serde_json::json!([]), "{json:#}");
+    }
+    assert_eq!(json["summary"], "restart b", "{json:#}");
+    let human = sandbox.run(&["diff", sandbox.script()]);
+    assert_eq!(human.code, 0, "{human}");
+    let restart_line = human
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("restart"))
+        .unwrap_or_else(|| panic!("no restart line: {human}"));
+    assert_eq!(
+        restart_line.split_whitespace().collect::<Vec<_>>(),
+        ["restart", "b"],
+        "{human}"
+    );
+
+    // The diffs were evaluations (the positive signal), and changed nothing.
+    let diffed = up.wait_until_checking("the diffs to be counted", keeps_pids(&pids), |status| {
+        evaluations(status) >= evaluations(&before) + 3
+    });
+    assert_eq!(generation(&diffed), 1, "{diffed:#}");
+    assert_eq!(gateway_port(&diffed, "b"), u64::from(b.base), "{diffed:#}");
+    assert!(all_ready(&diffed), "{diffed:#}");
+
+    let reload = sandbox.run(&["reload", sandbox.script()]);
+    assert_eq!(reload.code, 0, "{reload}");
+    assert_eq!(reload.stdout.trim(), "reloaded: restart b", "{reload}");
+    let reloaded = up.wait_until_checking(
+        "b to restart after reef reload",
+        keeps_pids(&[pids[0], pids[2]]),
+        |status| generation(status) == 2 && restarted_on(status, "b", pids[1].1, b2.base),
+    );
+
+    // SIGHUP after another edit.
+    let kept = pids_of(&reloaded, &["a", "b"]);
+    sandbox.edit_script(&trio(a.base, b2.base, c2.base));
+    up.proc.signal(Signal::SIGHUP);
+    up.wait_until_checking("c to restart after SIGHUP", keeps_pids(&kept), |status| {
+        generation(status) == 3 && restarted_on(status, "c", pids[2].1, c2.base)
+    });
+    up.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. A module required by a reload is watched from then on.
+
+#[test]
+fn a_module_required_after_a_reload_is_watched() {
+    let [a, b, c, c2, c3] = claim::<5>();
+    let sandbox = Sandbox::new(&trio(a.base, b.base, c.base));
+    sandbox.write("lib/extra.lua", &format!("return {}\n", c2.base));
+    let mut up = sandbox.up();
+    let before = up.wait_all_ready();
+    let kept = pids_of(&before, &["a", "b"]);
+    let old_c = pid(&before, "c");
+
+    sandbox.edit_script(&script(&[
+        "local extra = require \"lib.extra\"\n".to_owned(),
+        gateway("a", a.base, ""),
+        gateway("b", b.base, ""),
+        gateway("c", "extra", ""),
+    ]));
+    let required = up.wait_until_checking(
+        "c to move to the module's port",
+        keeps_pids(&kept),
+        |status| generation(status) == 2 && restarted_on(status, "c", old_c, c2.base),
+    );
+    let old_c = pid(&required, "c");
+
+    sandbox.write("lib/extra.lua", &format!("return {}\n", c3.base));
+    up.wait_until_checking(
+        "c to follow the edited module",
+        keeps_pids(&kept),
+        |status| generation(status) == 3 && restarted_on(status, "c", old_c, c3.base),
+    );
+    up.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. A changed spec gives an instance in config-error a fresh start.
+
+#[test]
+fn an_instance_in_config_error_starts_fresh_when_its_spec_changes() {
+    let [a, b, c, b2, c2] = claim::<5>();
+    let sandbox = Sandbox::new(&trio(a.base, b.base, c.base));
+    let config = sandbox.config_path("b");
+    std::fs::create_dir_all(config.parent().expect("a state dir")).expect("b's state dir");
+    std::fs::write(&config, "{ gateway: ").expect("a broken config");
+
+    let mut up = sandbox.up();
+    let failed = up.wait_until("a and c ready, b in config-error", |status| {
+        state(status, "a") == "ready"
+            && state(status, "c") == "ready"
+            && state(status, "b") == "config-error"
+    });
+    assert_eq!(
+        instance(&failed, "b")["last_exit"],
+        "exit code 78",
+        "{failed:#}"
+    );
+    let a_pid = pid(&failed, "a");
+
+    // A reload that leaves b's spec alone leaves b alone.
+    let old_c = pid(&failed, "c");
+    sandbox.edit_script(&trio(a.base, b.base, c2.base));
+    let untouched = up.wait_until_checking(
+        "c to restart on its new port",
+        keeps_pids(&[("a", a_pid)]),
+        |status| generation(status) == 2 && restarted_on(status, "c", old_c, c2.base),
+    );
+    assert_eq!(state(&untouched, "b"), "config-error", "{untouched:#}");
+    assert_eq!(restarts(&untouched, "b"), 0, "{untouched:#}");
+
+    // The config is fixed (removed) and b's port changes: b starts again, fresh.
+    let kept = pids_of(&untouched, &["a", "c"]);
+    std::fs::remove_file(&config).expect("the bad config can be removed");
+    sandbox.edit_script(&trio(a.base, b2.base, c2.base));
+    let fixed = up.wait_until_checking(
+        "b to be ready on its new port",
+        keeps_pids(&kept),
+        |status| {
+            generation(status) == 3
+                && find(status, "b")
+                    .is_some_and(|b| b["state"] == "ready" && b["ports"]["gateway"] == b2.base)
+        },
+    );
+    assert_eq!(instance(&fixed, "b")["message"], Value::Null, "{fixed:#}");
+    up.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12. Dependencies: a changed dependent restarts only once its changed dependency is ready.
+
+#[test]
+fn a_dependent_restarts_after_its_restarted_dependency_is_ready() {
+    let [a, b] = claim::<2>();
+    let topology = |n: u32| {
+        script(&[
+            gateway(
+                "a",
+                a.base,
+                &format!(
+                    "args = {{ \"--startup-delay\", \"1\" }}, env = {{ REEF_TEST_GEN = \"{n}\" }}"
+                ),
+            ),
+            gateway(
+                "b",
+                b.base,
+                &format!("depends_on = {{ \"a\" }}, env = {{ REEF_TEST_GEN = \"{n}\" }}"),
+            ),
+        ])
+    };
+    let sandbox = Sandbox::new(&topology(1));
+    let mut up = sandbox.up();
+    let before = up.wait_all_ready();
+    let (old_a, old_b) = (pid(&before, "a"), pid(&before, "b"));
+
+    sandbox.edit_script(&topology(2));
+    let after = up.wait_until_checking(
+        "both to be ready with new pids",
+        |status| {
+            if let Some(new_b) = pid_in(instance(status, "b")).filter(|&p| p != old_b) {
+                let a_now = instance(status, "a");
+                assert!(
+                    a_now["state"] == "ready" && pid_in(a_now) != Some(old_a),
+                    "b runs again (pid {new_b}) before the new a is ready: {status:#}"
+                );
+            }
+        },
+        |status| {
+            generation(status) == 2
+                && all_ready(status)
+                && pid(status, "a") != old_a
+                && pid(status, "b") != old_b
+        },
+    );
+    let a_ready = instance(&after, "a")["since"].as_f64().expect("since");
+    let b_started = instance(&after, "b")["started_at"]
+        .as_f64()
+        .expect("started_at");
+    assert!(
+        b_started >= a_ready,
+        "b started at {b_started}, before a was ready again at {a_ready}: {after:#}"
+    );
+    up.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 13. reef diff and reef reload of a broken script.
+
+#[test]
+fn diff_and_reload_of_a_broken_script_report_the_error_and_change_nothing() {
+    let [a, b, c] = claim::<3>();
+    let sandbox = Sandbox::new(&trio(a.base, b.base, c.base));
+    let mut up = sandbox.up_with(&["--debounce-ms", "60000"]);
+    let before = up.wait_all_ready();
+    let pids = pids_of(&before, &["a", "b", "c"]);
+
+    sandbox.edit_script(&format!(
+        "{}reef.gateway {{ profile = \"d\"\n",
+        trio(a.base, b.base, c.base)
+    ));
+    let diff = sandbox.run(&["diff", sandbox.script(), "--json"]);
+    assert_ne!(diff.code, 0, "{diff}");
+    assert!(names_file_and_line(&diff.stderr, "reef.lua"), "{diff}");
+    let diffed = up.wait_until_checking("the diff to be counted", keeps_pids(&pids), |status| {
+        evaluations(status) > evaluations(&before)
+    });
+    assert_eq!(
+        diffed["reload_error"],
+        Value::Null,
+        "a diff is no reload: {diffed:#}"
+    );
+    assert_eq!(generation(&diffed), 1, "{diffed:#}");
+
+    let reload = sandbox.run(&["reload", sandbox.script()]);
+    assert_ne!(reload.code, 0, "{reload}");
+    assert!(names_file_and_line(&reload.stderr, "reef.lua"), "{reload}");
+    let failed = up.wait_until_checking("the reload error", keeps_pids(&pids), |status| {
+        status["reload_error"] != Value::Null
+    });
+    assert_eq!(generation(&failed), 1, "{failed:#}");
+    assert!(all_ready(&failed), "{failed:#}");
+    up.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 14. A broken module: the error names the module; fixing the module applies.
+
+#[test]
+fn an_error_in_a_module_is_reported_and_fixing_the_module_applies() {
+    let [a, b, c, b2] = claim::<4>();
+    let sandbox = Sandbox::new(&script(&[
+        "local ports = require \"lib.ports\"\n".to_owned(),
+        gateway("a", "ports.a", ""),
+        gateway("b", "ports.b", ""),
+        gateway("c", "ports.c", ""),
+    ]));
+    sandbox.write("lib/ports.lua", &ports_module(a.base, b.base, c.base));
+    let mut up = sandbox.up();
+    let before = up.wait_all_ready();
+    let pids = pids_of(&before, &["a", "b", "c"]);
+
+    sandbox.write(
+        "lib/ports.lua",
+        &format!("return {{ a = {}, b = , c = {} }}\n", a.base, c.base),
+    );
+    let failed = up.wait_until_checking("the reload error", keeps_pids(&pids), |status| {
+        status["reload_error"] != Value::Null
+    });
+    let message = failed["reload_error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        names_file_and_line(message, "ports.lua"),
+        "the message names the module and line: {failed:#}"
+    );
+    assert_eq!(generation(&failed), 1, "{failed:#}");
+
+    // The module that failed is still watched: fixing it applies.
+    sandbox.write("lib/ports.lua", &ports_module(a.base, b2.base, c.base));
+    up.wait_until_checking(
+        "the fixed module to apply",
+        keeps_pids(&[pids[0], pids[2]]),
+        |status| {
+            status["reload_error"] == Value::Null
+                && generation(status) == 2
+                && restarted_on(status, "b", pids[1].1, b2.base)
+        },
+    );
+    up.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 15. Two instances swap ports.
+
+#[test]
+fn two_instances_swapping_ports_both_end_ready() {
+    let [a, b, c] = claim::<3>();
+    let sandbox = Sandbox::new(&trio(a.base, b.base, c.base));
+    let mut up = sandbox.up();
+    let before = up.wait_all_ready();
+    let (old_a, old_b) = (pid(&before, "a"), pid(&before, "b"));
+    let kept = pids_of(&before, &["c"]);
+
+    sandbox.edit_script(&trio(b.base, a.base, c.base));
+    up.wait_until_checking(
+        "a and b on each other's ports",
+        keeps_pids(&kept),
+        |status| {
+            generation(status) == 2
+                && restarted_on(status, "a", old_a, b.base)
+                && restarted_on(status, "b", old_b, a.base)
+        },
+    );
+    up.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 16. enabled = false stops an instance, enabled = true starts it again.
+
+#[test]
+fn disabling_and_enabling_an_instance_by_reload() {
+    let [a, b, c] = claim::<3>();
+    let sandbox = Sandbox::new(&trio(a.base, b.base, c.base));
+    let mut up = sandbox.up();
+    let before = up.wait_all_ready();
+    let kept = pids_of(&before, &["a", "c"]);
+    let old_b = pid(&before, "b");
+
+    sandbox.edit_script(&script(&[
+        gateway("a", a.base, ""),
+        gateway("b", b.base, "enabled = false"),
+        gateway("c", c.base, ""),
+    ]));
+    let disabled = up.wait_until_checking("b to be stopped", keeps_pids(&kept), |status| {
+        generation(status) == 2 && state(status, "b") == "stopped"
+    });
+    assert_eq!(instance(&disabled, "b")["pid"], Value::Null, "{disabled:#}");
+    assert_gone(old_b, "the disabled instance's gateway");
+
+    sandbox.edit_script(&trio(a.base, b.base, c.base));
+    up.wait_until_checking("b to run again", keeps_pids(&kept), |status| {
+        generation(status) == 3 && restarted_on(status, "b", old_b, b.base)
+    });
+    up.stop();
+}
+
+#[test]
+fn an_emptied_script_mid_save_stops_nothing() {
+    let [a, b, c] = claim::<3>();
+    let sandbox = Sandbox::new(&trio(a.base, b.base, c.base));
+    let mut up = sandbox.up();
+    let before = up.wait_all_ready();
+    let pids = pids_of(&before, &["a", "b", "c"]);
+
+    // An editor that truncates before writing, caught in between.
+    sandbox.edit_script("");
+    let failed = up.wait_until_checking("the reload error", keeps_pids(&pids), |status| {
+        status["reload_error"] != Value::Null
+    });
+    let message = failed["reload_error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("is empty"), "{failed:#}");
+    assert!(all_ready(&failed), "{failed:#}");
+    assert_eq!(generation(&failed), 1, "{failed:#}");
+
+    // A script that says so in Lua may empty the topology.
+    sandbox.edit_script("-- no gateways for now\n");
+    let emptied = up.wait_until("every instance stopped", |status| {
+        instances(status).is_empty()
+    });
+    assert_eq!(emptied["reload_error"], Value::Null, "{emptied:#}");
+    for (name, pid) in pids {
+        assert_gone(pid, name);
+    }
+}
