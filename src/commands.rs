@@ -269,9 +269,14 @@ fn up(args: UpArgs) -> Result<Exit> {
         debounce: std::time::Duration::from_millis(args.debounce_ms),
     };
     let args = args.script;
-    let plan = match load(&args.script, false)? {
+    let host = Host::from_process().map_err(|err| anyhow::anyhow!(err))?;
+    let (planned, automaton) = plan::plan_keeping_vm(&args.script, &host, Limits::default());
+    let plan = match planned.result {
         Ok(plan) => plan,
-        Err(exit) => return Ok(exit),
+        Err(err) => {
+            eprintln!("{}", render::script_error_text(&err, Style::for_stderr()));
+            return Ok(Exit::ScriptError);
+        }
     };
     if report_violations(&plan) {
         eprintln!(
@@ -291,7 +296,8 @@ fn up(args: UpArgs) -> Result<Exit> {
         dirs.logs.display(),
         dirs.socket.display()
     );
-    current_thread_runtime()?.block_on(crate::supervisor::run(plan, dirs, env, options))?;
+    current_thread_runtime()?
+        .block_on(crate::supervisor::run(plan, dirs, env, options, automaton))?;
     Ok(Exit::Success)
 }
 

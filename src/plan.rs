@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::lua::automation::Automaton;
 use crate::lua::{self, Host, Limits, ScriptError};
 use crate::topology::Topology;
 use crate::validate::{self, Report};
@@ -26,12 +27,18 @@ pub struct Planned {
 }
 
 pub fn plan(script: &Path, host: &Host, limits: Limits) -> Planned {
-    let evaluation = lua::evaluate(script, host, limits);
-    Planned {
+    plan_keeping_vm(script, host, limits).0
+}
+
+/// Like [`plan`], keeping the script's VM to run its hooks (inside `reef up`).
+pub fn plan_keeping_vm(script: &Path, host: &Host, limits: Limits) -> (Planned, Option<Automaton>) {
+    let (evaluation, automaton) = lua::evaluate_keeping_vm(script, host, limits);
+    let planned = Planned {
         result: evaluation.result.map(|topology| Plan {
             report: validate::validate(&topology.instances),
             topology,
         }),
         files: evaluation.files,
-    }
+    };
+    (planned, automaton)
 }

@@ -21,6 +21,9 @@ end
 ---            at least one footprint (reef.ports.FOOTPRINT_SIZE ports)
 ---   main     extra reef.gateway fields for main (profile defaults to "main")
 ---   rescue   extra reef.gateway fields for the rescue bot (profile defaults to "rescue")
+---   repair   optional argv run when main exits 78 (configuration error), e.g.
+---            { "openclaw", "--profile", "main", "doctor", "--fix" }; main is restarted after
+---            it succeeds. The argv may use "{config}" for main's config path.
 function M.pair(opts)
   opts = opts or {}
   local port = opts.port or 18789
@@ -31,7 +34,32 @@ function M.pair(opts)
   end
   local main = reef.gateway(with({ profile = "main", port = port }, opts.main))
   local rescue = reef.gateway(with({ profile = "rescue", port = port + spacing }, opts.rescue))
+  if opts.repair then
+    M.repair_on_config_error(main, opts.repair)
+  end
   return main, rescue
+end
+
+--- When `gateway` exits 78, runs `argv` ("{config}" stands for its config path) and, if that
+--- succeeds, restarts it.
+function M.repair_on_config_error(gateway, argv)
+  if type(argv) ~= "table" or #argv == 0 then
+    error("reef.rescue: repair must be an argv list, e.g. { \"sh\", \"-c\", \"...\" }", 2)
+  end
+  reef.on("exit", gateway.name, function(e)
+    if e.code ~= 78 then return end
+    local command = { timeout = 60 }
+    for i, word in ipairs(argv) do
+      command[i] = (word:gsub("{config}", gateway.config_path))
+    end
+    reef.log.warn(gateway.name .. " exited 78 (configuration error); running its repair")
+    local code, out, err = reef.exec(command)
+    if code == 0 then
+      reef.restart(gateway.name)
+    else
+      reef.log.error(gateway.name .. ": repair failed (" .. tostring(code) .. "): " .. tostring(err or out))
+    end
+  end)
 end
 
 return M

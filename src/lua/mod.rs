@@ -11,6 +11,7 @@
 //! Script state lives in the VM's app data ([`EvalState`]); Lua only ever sees plain tables and
 //! read-only views.
 
+pub mod automation;
 mod error;
 mod gateway;
 mod host;
@@ -106,6 +107,8 @@ pub(crate) struct EvalState {
     /// Modules being loaded, outermost first (to explain a require cycle).
     pub loading: Vec<String>,
     pub budget: Budget,
+    /// Inside `reef up`: what hooks may do to the running topology.
+    pub attachment: Option<automation::Attachment>,
 }
 
 pub(crate) struct Budget {
@@ -118,14 +121,27 @@ pub(crate) struct Budget {
 
 /// Evaluates the script at `script` in a fresh VM and resolves its topology.
 pub fn evaluate(script: &Path, host: &Host, limits: Limits) -> Evaluation {
+    evaluate_keeping_vm(script, host, limits).0
+}
+
+/// Like [`evaluate`], and on success keeps the VM as an [`automation::Automaton`] that can run
+/// the script's hooks and timers.
+pub fn evaluate_keeping_vm(
+    script: &Path,
+    host: &Host,
+    limits: Limits,
+) -> (Evaluation, Option<automation::Automaton>) {
     let display = script.to_path_buf();
     let source = match std::fs::read(script) {
         Ok(source) => source,
         Err(err) => {
-            return Evaluation {
-                result: Err(ScriptError::read(script, &err)),
-                files: Vec::new(),
-            };
+            return (
+                Evaluation {
+                    result: Err(ScriptError::read(script, &err)),
+                    files: Vec::new(),
+                },
+                None,
+            );
         }
     };
     let absolute = std::path::absolute(script).unwrap_or_else(|_| script.to_path_buf());
@@ -140,6 +156,7 @@ pub fn evaluate(script: &Path, host: &Host, limits: Limits) -> Evaluation {
         auto_pool: Pool::default_auto(),
         files: vec![absolute.clone()],
         loading: Vec::new(),
+        attachment: None,
         budget: Budget {
             limits,
             started: Instant::now(),
@@ -147,41 +164,55 @@ pub fn evaluate(script: &Path, host: &Host, limits: Limits) -> Evaluation {
             last_location: None,
         },
     };
-    let (result, files) = match run(state, &display, &source, host) {
-        Ok((instances, files)) => (
-            Ok(Topology {
-                script: display,
-                instances,
-                files: files.clone(),
-            }),
-            files,
+    match run(state, &display, &source, host) {
+        Ok((instances, files, automaton)) => (
+            Evaluation {
+                result: Ok(Topology {
+                    script: display,
+                    instances,
+                    files: files.clone(),
+                }),
+                files,
+            },
+            Some(automaton),
         ),
-        Err((err, files)) => (Err(err), files),
-    };
-    Evaluation { result, files }
+        Err((err, files)) => (
+            Evaluation {
+                result: Err(err),
+                files,
+            },
+            None,
+        ),
+    }
 }
 
-type RunResult = Result<(Vec<Instance>, Vec<PathBuf>), (ScriptError, Vec<PathBuf>)>;
+type RunResult =
+    Result<(Vec<Instance>, Vec<PathBuf>, automation::Automaton), (ScriptError, Vec<PathBuf>)>;
 
-fn run(state: EvalState, display: &Path, source: &[u8], host: &Host) -> RunResult {
-    let lua = match new_vm(state, host) {
+fn run(initial: EvalState, display: &Path, source: &[u8], host: &Host) -> RunResult {
+    let lua = match new_vm(initial, host) {
         Ok(lua) => lua,
         Err(err) => return Err((ScriptError::from_lua(&err, None), Vec::new())),
     };
     let outcome = lua
         .load(source)
         .set_name(format!("@{}", display.display()))
-        .exec();
-    let mut state = lua
-        .remove_app_data::<EvalState>()
-        .expect("the evaluation state lives as long as the VM");
-    let files = std::mem::take(&mut state.files);
-    match outcome {
-        Ok(()) => Ok((state.instances, files)),
-        Err(err) => Err((
-            ScriptError::from_lua(&err, state.budget.last_location.clone()),
-            files,
-        )),
+        .exec()
+        .and_then(|()| automation::check_hook_names(&lua));
+    let (instances, files, near) = {
+        let mut state = state(&lua);
+        (
+            std::mem::take(&mut state.instances),
+            std::mem::take(&mut state.files),
+            state.budget.last_location.clone(),
+        )
+    };
+    if let Err(err) = outcome {
+        return Err((ScriptError::from_lua(&err, near), files));
+    }
+    match automation::Automaton::new(lua) {
+        Ok(automaton) => Ok((instances, files, automaton)),
+        Err(err) => Err((ScriptError::from_lua(&err, None), files)),
     }
 }
 
@@ -200,6 +231,7 @@ fn new_vm(state: EvalState, host: &Host) -> mlua::Result<Lua> {
 
     let reef = lua.create_table()?;
     gateway::register(&lua, &reef)?;
+    automation::register(&lua, &reef)?;
     ports::register(&lua, &reef)?;
     host::register(&lua, &reef, host, &script_dir)?;
     guard_unknown_members(&lua, &reef)?;

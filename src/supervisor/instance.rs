@@ -24,6 +24,7 @@ use nix::sys::signal::Signal;
 use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::automation::{self, Event, ToLua};
 use super::backoff;
 use super::launch::{self, describe_exit, group_alive, signal_group};
 use super::ledger::{Entry, Ledger};
@@ -152,6 +153,8 @@ pub struct Context {
     pub changed: Arc<watch::Sender<u64>>,
     /// Every gateway process this reef runs, mirrored to disk.
     pub ledger: Arc<Mutex<Ledger>>,
+    /// Events for the script's hooks (the Lua thread).
+    pub hooks: std::sync::mpsc::Sender<ToLua>,
 }
 
 /// A gateway a previous reef started and this one takes over.
@@ -386,7 +389,11 @@ impl Runner {
             if let Some(holder) =
                 hostports::first_taken(&[footprint.gateway, footprint.browser_control])
             {
+                let newly = self.status.borrow().state != State::Blocked;
                 self.set_state(State::Blocked, Some(format!("{holder}; retrying")));
+                if newly {
+                    self.emit_now("blocked", Some(holder.to_string()));
+                }
                 tracing::warn!(instance = %self.instance.name, "blocked: {holder}");
                 if let Some(command) = self.pause(BLOCKED_RETRY).await
                     && let Flow::Exit = self.idle_command(command)
@@ -479,6 +486,16 @@ impl Runner {
         if let Err(err) = result {
             tracing::error!(instance = %self.name(), "{err}");
         }
+    }
+
+    /// Tells the script's hooks what happened to this instance.
+    fn emit(&self, event: Event) {
+        automation::send(&self.context.hooks, event.message());
+    }
+
+    fn emit_now(&self, kind: &'static str, reason: Option<String>) {
+        let event = Event::of(kind, &self.status.borrow(), reason);
+        self.emit(event);
     }
 
     fn name(&self) -> &str {
@@ -842,6 +859,7 @@ impl Runner {
                                 "ready after {:.2} s",
                                 spawned.elapsed().as_secs_f64()
                             );
+                            self.emit_now("ready", None);
                         }
                         (None, Err(error)) => {
                             if spawned.elapsed() > start_period {
@@ -860,7 +878,8 @@ impl Runner {
                         (Some(_), Ok(())) => {
                             liveness_failures = 0;
                             next_probe = now + interval;
-                            if self.status.borrow().state == State::Unhealthy {
+                            let recovered = self.status.borrow().state == State::Unhealthy;
+                            if recovered {
                                 tracing::info!(instance = %self.name(), "healthy again");
                             }
                             self.update(|status| {
@@ -872,10 +891,14 @@ impl Runner {
                                 status.healthy = Some(true);
                                 status.message = None;
                             });
+                            if recovered {
+                                self.emit_now("healthy", None);
+                            }
                         }
                         (Some(at), Err(error)) => {
                             liveness_failures += 1;
                             next_probe = now + interval;
+                            let newly = self.status.borrow().state != State::Unhealthy;
                             tracing::warn!(instance = %self.name(), "liveness probe failed: {error}");
                             self.update(|status| {
                                 if status.state != State::Unhealthy {
@@ -886,6 +909,9 @@ impl Runner {
                                 status.healthy = Some(false);
                                 status.message = Some(error.clone());
                             });
+                            if newly {
+                                self.emit_now("unhealthy", Some(error.clone()));
+                            }
                             if liveness_failures >= LIVENESS_FAILURES {
                                 self.stop_child(&mut child).await;
                                 return Outcome::Killed {
@@ -930,6 +956,13 @@ impl Runner {
             .unwrap_or_else(|| "exit status unknown, adopted from a previous reef".into());
         self.update(|s| s.last_exit = Some(ended.clone()));
         let code = status.and_then(|s| s.code());
+        {
+            use std::os::unix::process::ExitStatusExt;
+            let mut event = Event::of("exit", &self.status.borrow(), Some(ended.clone()));
+            event.code = code;
+            event.signal = status.and_then(|s| s.signal());
+            self.emit(event);
+        }
         if code == Some(EXIT_CONFIG) {
             self.want_running = false;
             let message = format!(
@@ -961,6 +994,7 @@ impl Runner {
 
     async fn after_failure(&mut self, reason: String, healthy_for: Option<Duration>) -> Flow {
         tracing::warn!(instance = %self.name(), "{reason}");
+        self.emit_now("exit", Some(reason.clone()));
         if self.instance.restart.policy == RestartPolicy::Never {
             self.want_running = false;
             self.set_state(

@@ -9,6 +9,7 @@
 //! them to reef's terminal or pipes; the log files are rotated here by copy-and-truncate, which
 //! never blocks a writer.
 
+pub mod automation;
 pub mod backoff;
 pub mod instance;
 pub mod launch;
@@ -29,11 +30,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::layout::TopologyDirs;
+use crate::lua::automation::Automaton;
 use crate::lua::{Host, Limits};
 use crate::plan::{self, Plan};
 use crate::reconcile::{self, Diff};
 use crate::topology::Instance;
 use crate::watch::ScriptWatcher;
+use automation::ToLua;
 use instance::{Adoption, Context, InstanceHandle};
 use ledger::Ledger;
 use status::{ReloadError, State, TopologyStatus, unix_now};
@@ -155,10 +158,13 @@ impl Registry {
                 Ok(host) => host,
                 Err(err) => return (Err(err.to_string()), Vec::new()),
             };
-            tokio::task::spawn_blocking(move || plan::plan(&script, &host, Limits::default())).await
+            tokio::task::spawn_blocking(move || {
+                plan::plan_keeping_vm(&script, &host, Limits::default())
+            })
+            .await
         };
         self.reload_state.lock().expect("reload lock").evaluations += 1;
-        let Ok(planned) = planned else {
+        let Ok((planned, automaton)) = planned else {
             return (Err("the evaluation panicked".into()), Vec::new());
         };
         let files = planned.files;
@@ -202,10 +208,20 @@ impl Registry {
         if apply {
             tracing::info!("reloading {}: {}", script.display(), diff.summary());
             self.apply(diff, plan.topology.instances).await;
-            let mut state = self.reload_state.lock().expect("reload lock");
-            state.generation += 1;
-            state.loaded_at = unix_now();
-            state.error = None;
+            {
+                let mut state = self.reload_state.lock().expect("reload lock");
+                state.generation += 1;
+                state.loaded_at = unix_now();
+                state.error = None;
+            }
+            // The new script's hooks take over; the reload event is theirs to see.
+            if let Some(automaton) = automaton {
+                automation::send(&self.context.hooks, ToLua::Replace(Box::new(automaton)));
+            }
+            automation::send(
+                &self.context.hooks,
+                automation::Event::reload(names.clone()).message(),
+            );
         }
         (Ok(names), files)
     }
@@ -374,7 +390,9 @@ pub async fn run(
     dirs: TopologyDirs,
     inherited_env: BTreeMap<String, String>,
     options: UpOptions,
+    automaton: Option<Automaton>,
 ) -> Result<()> {
+    let (hooks, hook_inbox) = std::sync::mpsc::channel();
     let reef_binary = std::env::current_exe().context("cannot find reef's own binary")?;
     let (changed, _) = watch::channel(0u64);
     let mut adoptions = take_over_leftovers(&plan, &dirs).await;
@@ -386,6 +404,7 @@ pub async fn run(
             dirs.ledger.clone(),
             plan.topology.script.clone(),
         ))),
+        hooks,
     };
 
     let mut handles: Vec<InstanceHandle> = Vec::new();
@@ -440,6 +459,16 @@ pub async fn run(
         reload_inbox,
     ));
 
+    if let Some(automaton) = automaton {
+        automation::start(
+            automaton,
+            hook_inbox,
+            registry.clone(),
+            tokio::runtime::Handle::current(),
+        )
+        .context("cannot start the thread that runs the script's hooks")?;
+    }
+
     let listener = crate::control::bind(&dirs.socket)?;
     let server = tokio::spawn(crate::control::serve(listener, registry.clone()));
     let rotation = tokio::spawn(logs::rotate_forever(registry.clone()));
@@ -461,6 +490,8 @@ pub async fn run(
     reloader.abort();
     debouncer.abort();
     tracing::info!("{which}: stopping all gateways");
+    // Hooks see no events from a deliberate stop of everything.
+    automation::send(&context.hooks, ToLua::Shutdown);
     registry.shutdown().await;
     server.abort();
     rotation.abort();

@@ -1,0 +1,567 @@
+//! Automation in Lua: `reef.on`, `reef.every`, `reef.after` register hooks while a script is
+//! evaluated; inside `reef up` an [`Automaton`] keeps that script's VM and runs them.
+//!
+//! Hooks run one at a time on the thread that owns the VM, each with its own instruction and
+//! time budget: a hook that raises is logged with file:line and the rest goes on; a hook that
+//! runs past its budget is stopped. Actions (`reef.start/stop/restart`) are messages to the
+//! supervisor and return at once; `reef.exec` blocks only this thread, never supervision.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
+
+use super::{Limits, ScriptError, ScriptErrorKind, caller_location, state};
+
+/// Events a hook can wait for.
+pub const EVENTS: &[&str] = &["ready", "unhealthy", "healthy", "exit", "blocked", "reload"];
+
+/// What one hook invocation may use.
+pub const HOOK_LIMITS: Limits = Limits {
+    memory: 64 << 20,
+    instructions: 100_000_000,
+    time: Duration::from_secs(5),
+};
+
+/// The shortest period of `reef.every`.
+const MIN_PERIOD: f64 = 0.05;
+/// Output kept from `reef.exec`, per stream.
+const EXEC_OUTPUT_LIMIT: usize = 1 << 20;
+
+const HOOKS: &str = "reef.hooks";
+const TIMERS: &str = "reef.timers";
+
+/// An action a hook asks of the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Start(String),
+    Stop(String),
+    Restart(String),
+}
+
+/// What the running supervisor lends the hooks.
+pub struct Attachment {
+    /// Carries out an action; `Err` for an unknown instance.
+    pub act: Box<dyn Fn(Action) -> Result<(), String> + Send>,
+    /// A snapshot of the topology's status.
+    pub status: Box<dyn Fn() -> serde_json::Value + Send>,
+}
+
+pub(super) fn register(lua: &Lua, reef: &Table) -> mlua::Result<()> {
+    lua.set_named_registry_value(HOOKS, lua.create_table()?)?;
+    lua.set_named_registry_value(TIMERS, lua.create_table()?)?;
+    reef.set("on", lua.create_function(on)?)?;
+    reef.set(
+        "every",
+        lua.create_function(|lua, (seconds, f): (Value, Value)| {
+            timer(lua, "reef.every", seconds, f, true)
+        })?,
+    )?;
+    reef.set(
+        "after",
+        lua.create_function(|lua, (seconds, f): (Value, Value)| {
+            timer(lua, "reef.after", seconds, f, false)
+        })?,
+    )?;
+    reef.set(
+        "start",
+        lua.create_function(|lua, name: Value| act(lua, "reef.start", name, Action::Start))?,
+    )?;
+    reef.set(
+        "stop",
+        lua.create_function(|lua, name: Value| act(lua, "reef.stop", name, Action::Stop))?,
+    )?;
+    reef.set(
+        "restart",
+        lua.create_function(|lua, name: Value| act(lua, "reef.restart", name, Action::Restart))?,
+    )?;
+    reef.set("exec", lua.create_function(exec)?)?;
+    reef.set("status", lua.create_function(status)?)?;
+    let log = lua.create_table()?;
+    log.set(
+        "info",
+        lua.create_function(|lua, message: Value| log_line(lua, tracing::Level::INFO, message))?,
+    )?;
+    log.set(
+        "warn",
+        lua.create_function(|lua, message: Value| log_line(lua, tracing::Level::WARN, message))?,
+    )?;
+    log.set(
+        "error",
+        lua.create_function(|lua, message: Value| log_line(lua, tracing::Level::ERROR, message))?,
+    )?;
+    reef.set("log", log)?;
+    Ok(())
+}
+
+fn misuse(lua: &Lua, message: String) -> mlua::Error {
+    ScriptError::raise(lua, ScriptErrorKind::InvalidField, message)
+}
+
+fn here(lua: &Lua) -> String {
+    caller_location(lua, 1)
+        .map(|l| l.to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+/// `reef.on(event, [name], fn)`
+fn on(lua: &Lua, args: mlua::Variadic<Value>) -> mlua::Result<()> {
+    const USAGE: &str = "reef.on(event, [name], function(e) ... end)";
+    let (event, name, function) = match args.as_slice() {
+        [Value::String(event), Value::Function(f)] => (event.to_string_lossy(), None, f.clone()),
+        [
+            Value::String(event),
+            Value::String(name),
+            Value::Function(f),
+        ] => (
+            event.to_string_lossy(),
+            Some(name.to_string_lossy()),
+            f.clone(),
+        ),
+        _ => return Err(misuse(lua, format!("expected {USAGE}"))),
+    };
+    if !EVENTS.contains(&event.as_str()) {
+        let hint = crate::suggest::did_you_mean(&event, EVENTS.iter().copied())
+            .map(|s| format!(" (did you mean {s:?}?)"))
+            .unwrap_or_default();
+        return Err(misuse(
+            lua,
+            format!(
+                "reef.on: unknown event {event:?}{hint}; events: {}",
+                EVENTS.join(", ")
+            ),
+        ));
+    }
+    if event == "reload" && name.is_some() {
+        return Err(misuse(
+            lua,
+            "reef.on: \"reload\" concerns the whole topology; drop the name".into(),
+        ));
+    }
+    let hook = lua.create_table()?;
+    hook.set("event", event)?;
+    hook.set("name", name)?;
+    hook.set("fn", function)?;
+    hook.set("where", here(lua))?;
+    lua.named_registry_value::<Table>(HOOKS)?.push(hook)?;
+    Ok(())
+}
+
+fn timer(lua: &Lua, function: &str, seconds: Value, f: Value, repeat: bool) -> mlua::Result<()> {
+    let seconds = match seconds {
+        Value::Integer(n) => n as f64,
+        Value::Number(n) => n,
+        other => {
+            return Err(misuse(
+                lua,
+                format!(
+                    "{function}(seconds, fn): seconds must be a number, got {}",
+                    other.type_name()
+                ),
+            ));
+        }
+    };
+    let least = if repeat { MIN_PERIOD } else { 0.0 };
+    if !seconds.is_finite() || seconds < least {
+        return Err(misuse(
+            lua,
+            format!("{function}: {seconds} s is not a usable delay (at least {least} s)"),
+        ));
+    }
+    let Value::Function(f) = f else {
+        return Err(misuse(
+            lua,
+            format!("{function}(seconds, fn): fn must be a function"),
+        ));
+    };
+    let entry = lua.create_table()?;
+    entry.set("seconds", seconds)?;
+    entry.set("repeat", repeat)?;
+    entry.set("fn", f)?;
+    entry.set("where", here(lua))?;
+    lua.named_registry_value::<Table>(TIMERS)?.push(entry)?;
+    Ok(())
+}
+
+/// `reef.start/stop/restart(name)`: `true`, or `nil, err` for an unknown instance.
+fn act(
+    lua: &Lua,
+    function: &str,
+    name: Value,
+    make: fn(String) -> Action,
+) -> mlua::Result<(Value, Value)> {
+    let Value::String(name) = name else {
+        return Err(misuse(
+            lua,
+            format!("{function}(name): name must be a string"),
+        ));
+    };
+    let name = name.to_string_lossy();
+    let outcome = {
+        let state = state(lua);
+        state
+            .attachment
+            .as_ref()
+            .map(|attachment| (attachment.act)(make(name)))
+    };
+    match outcome {
+        None => Err(misuse(
+            lua,
+            format!(
+                "{function} acts on running gateways: call it from a hook (reef.on, reef.every, reef.after)"
+            ),
+        )),
+        Some(Ok(())) => Ok((Value::Boolean(true), Value::Nil)),
+        Some(Err(err)) => Ok((Value::Nil, Value::String(lua.create_string(err)?))),
+    }
+}
+
+fn status(lua: &Lua, (): ()) -> mlua::Result<Value> {
+    let snapshot = {
+        let state = state(lua);
+        state
+            .attachment
+            .as_ref()
+            .map(|attachment| (attachment.status)())
+    };
+    match snapshot {
+        Some(snapshot) => lua.to_value(&snapshot),
+        None => Err(misuse(
+            lua,
+            "reef.status() describes running gateways: call it from a hook".into(),
+        )),
+    }
+}
+
+fn log_line(lua: &Lua, level: tracing::Level, message: Value) -> mlua::Result<()> {
+    let text = match &message {
+        Value::String(s) => s.to_string_lossy(),
+        other => other.to_string()?,
+    };
+    let at = here(lua);
+    match level {
+        tracing::Level::ERROR => tracing::error!(script = %at, "{text}"),
+        tracing::Level::WARN => tracing::warn!(script = %at, "{text}"),
+        _ => tracing::info!(script = %at, "{text}"),
+    }
+    Ok(())
+}
+
+/// `reef.exec{ "cmd", "arg", timeout = 10, env = {...}, cwd = "..." }` -> code, stdout, stderr,
+/// or `nil, err` when it cannot start or runs past its timeout.
+fn exec(lua: &Lua, spec: Value) -> mlua::Result<(Value, Value, Value)> {
+    const USAGE: &str =
+        "reef.exec{ \"cmd\", \"arg\", timeout = 10, env = { K = \"v\" }, cwd = \"/dir\" }";
+    let Value::Table(spec) = spec else {
+        return Err(misuse(lua, format!("expected {USAGE}")));
+    };
+    let argv: Vec<String> = spec
+        .sequence_values::<String>()
+        .collect::<mlua::Result<_>>()
+        .map_err(|_| {
+            misuse(
+                lua,
+                format!("reef.exec: the list part is the argv, all strings: {USAGE}"),
+            )
+        })?;
+    if argv.is_empty() {
+        return Err(misuse(lua, format!("reef.exec: name a program: {USAGE}")));
+    }
+    let timeout: f64 = spec.get::<Option<f64>>("timeout")?.unwrap_or(10.0);
+    if !timeout.is_finite() || timeout <= 0.0 {
+        return Err(misuse(
+            lua,
+            "reef.exec: timeout must be more than 0 seconds".into(),
+        ));
+    }
+    let env: BTreeMap<String, String> = spec
+        .get::<Option<BTreeMap<String, String>>>("env")?
+        .unwrap_or_default();
+    let cwd: Option<String> = spec.get("cwd")?;
+
+    let started = Instant::now();
+    let outcome = run_command(
+        &argv,
+        &env,
+        cwd.as_deref(),
+        Duration::from_secs_f64(timeout),
+    );
+    // Time spent waiting for the program is not the hook's own work.
+    state(lua).budget.started += started.elapsed();
+    let text =
+        |bytes: Vec<u8>| -> mlua::Result<Value> { Ok(Value::String(lua.create_string(bytes)?)) };
+    match outcome {
+        Ok((code, stdout, stderr)) => {
+            Ok((Value::Integer(code.into()), text(stdout)?, text(stderr)?))
+        }
+        Err(err) => Ok((
+            Value::Nil,
+            Value::String(lua.create_string(err)?),
+            Value::Nil,
+        )),
+    }
+}
+
+/// Runs a program in its own process group with output captured; kills the group on timeout.
+fn run_command(
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    cwd: Option<&str>,
+    timeout: Duration,
+) -> Result<(i32, Vec<u8>, Vec<u8>), String> {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let mut command = Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|err| format!("cannot run `{}`: {err}", argv[0]))?;
+    let read_all = |stream: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            if let Some(mut stream) = stream {
+                let mut buffer = [0u8; 8192];
+                while let Ok(n) = stream.read(&mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                    let room = EXEC_OUTPUT_LIMIT.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buffer[..n.min(room)]);
+                }
+            }
+            kept
+        })
+    };
+    let stdout = read_all(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let stderr = read_all(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                let group = nix::unistd::Pid::from_raw(child.id() as i32);
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+                let _ = child.wait();
+                return Err(format!(
+                    "`{}` timed out after {:.1} s and was killed",
+                    argv[0],
+                    timeout.as_secs_f64()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(err) => return Err(format!("waiting for `{}` failed: {err}", argv[0])),
+        }
+    };
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    Ok((
+        code,
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default(),
+    ))
+}
+
+/// After an evaluation: every `reef.on(event, name, ...)` must name a declared instance.
+pub(super) fn check_hook_names(lua: &Lua) -> mlua::Result<()> {
+    let names: Vec<String> = state(lua)
+        .instances
+        .iter()
+        .map(|i| i.name.clone())
+        .collect();
+    for hook in lua
+        .named_registry_value::<Table>(HOOKS)?
+        .sequence_values::<Table>()
+    {
+        let hook = hook?;
+        let Some(name) = hook.get::<Option<String>>("name")? else {
+            continue;
+        };
+        if names.contains(&name) {
+            continue;
+        }
+        let place: String = hook.get("where")?;
+        let (file, line) = place
+            .rsplit_once(':')
+            .map(|(file, line)| (file.to_owned(), line.parse().unwrap_or(0)))
+            .unwrap_or((place.clone(), 0));
+        return Err(mlua::Error::external(ScriptError::at(
+            ScriptErrorKind::InvalidField,
+            Some(crate::topology::Location { file, line }),
+            format!(
+                "reef.on: {}",
+                crate::suggest::no_such_instance(&name, names.iter().map(String::as_str))
+            ),
+        )));
+    }
+    Ok(())
+}
+
+/// A timer of the running script.
+struct Timer {
+    function: Function,
+    period: Option<Duration>,
+    due: Instant,
+    place: String,
+}
+
+/// A successfully evaluated script's VM, kept to run its hooks and timers.
+pub struct Automaton {
+    lua: Lua,
+    timers: Vec<Timer>,
+}
+
+impl Automaton {
+    /// Takes over the VM of an evaluation (its state must still be attached).
+    pub(super) fn new(lua: Lua) -> mlua::Result<Automaton> {
+        let mut automaton = Automaton {
+            lua,
+            timers: Vec::new(),
+        };
+        automaton.take_new_timers()?;
+        Ok(automaton)
+    }
+
+    /// Moves the timers registered since the last look (at evaluation, or by a hook calling
+    /// `reef.every`/`reef.after`) into the schedule.
+    fn take_new_timers(&mut self) -> mlua::Result<()> {
+        let now = Instant::now();
+        let pending = self.lua.named_registry_value::<Table>(TIMERS)?;
+        for entry in pending.sequence_values::<Table>() {
+            let entry = entry?;
+            let seconds: f64 = entry.get("seconds")?;
+            let repeat: bool = entry.get("repeat")?;
+            self.timers.push(Timer {
+                function: entry.get("fn")?,
+                period: repeat.then(|| Duration::from_secs_f64(seconds)),
+                due: now + Duration::from_secs_f64(seconds),
+                place: entry.get("where")?,
+            });
+        }
+        self.lua
+            .set_named_registry_value(TIMERS, self.lua.create_table()?)
+    }
+
+    /// Lends the hooks the running supervisor's actions and status.
+    pub fn attach(&mut self, attachment: Attachment) {
+        state(&self.lua).attachment = Some(attachment);
+    }
+
+    pub fn hook_count(&self) -> usize {
+        self.lua
+            .named_registry_value::<Table>(HOOKS)
+            .map(|hooks| hooks.raw_len())
+            .unwrap_or(0)
+    }
+
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Runs every hook registered for `event` (a table with at least `event` and, for
+    /// instance events, `name`).
+    pub fn dispatch(&mut self, event: &serde_json::Value) {
+        let kind = event
+            .get("event")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let name = event.get("name").and_then(|v| v.as_str());
+        let Ok(hooks) = self.lua.named_registry_value::<Table>(HOOKS) else {
+            return;
+        };
+        let matching: Vec<(Function, String)> = hooks
+            .sequence_values::<Table>()
+            .filter_map(Result::ok)
+            .filter(|hook| hook.get::<String>("event").is_ok_and(|e| e == kind))
+            .filter(|hook| match hook.get::<Option<String>>("name") {
+                Ok(Some(wanted)) => Some(wanted.as_str()) == name,
+                _ => true,
+            })
+            .filter_map(|hook| Some((hook.get("fn").ok()?, hook.get("where").ok()?)))
+            .collect();
+        for (function, place) in matching {
+            let argument = match self.lua.to_value(event) {
+                Ok(value) => value,
+                Err(err) => {
+                    tracing::error!("cannot pass the {kind} event to the hook at {place}: {err}");
+                    continue;
+                }
+            };
+            self.call(&function, argument, &format!("{kind} hook at {place}"));
+        }
+    }
+
+    /// When the next timer is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.timers.iter().map(|t| t.due).min()
+    }
+
+    /// Runs the timers that are due.
+    pub fn run_due_timers(&mut self) {
+        let now = Instant::now();
+        let due: Vec<usize> = (0..self.timers.len())
+            .filter(|&i| self.timers[i].due <= now)
+            .collect();
+        // Take the due timers out first: their functions may schedule new ones.
+        let mut fired = Vec::new();
+        let mut kept = Vec::new();
+        for (index, timer) in std::mem::take(&mut self.timers).into_iter().enumerate() {
+            if due.contains(&index) {
+                fired.push(timer);
+            } else {
+                kept.push(timer);
+            }
+        }
+        self.timers = kept;
+        for mut timer in fired {
+            let function = timer.function.clone();
+            self.call(&function, Value::Nil, &format!("timer at {}", timer.place));
+            if let Some(period) = timer.period {
+                timer.due = Instant::now() + period;
+                self.timers.push(timer);
+            }
+        }
+    }
+
+    /// One hook invocation under a fresh budget; errors and overruns are logged, never raised.
+    fn call(&mut self, function: &Function, argument: Value, what: &str) {
+        {
+            let mut state = state(&self.lua);
+            state.budget.limits = HOOK_LIMITS;
+            state.budget.started = Instant::now();
+            state.budget.instructions = 0;
+            state.budget.last_location = None;
+        }
+        if let Err(err) = function.call::<()>(argument) {
+            let near = state(&self.lua).budget.last_location.clone();
+            let err = ScriptError::from_lua(&err, near);
+            match err.kind {
+                ScriptErrorKind::Budget => tracing::error!("{what} was stopped: {err}"),
+                _ => tracing::error!("{what} failed: {err}"),
+            }
+        }
+        if let Err(err) = self.take_new_timers() {
+            tracing::error!("{what}: cannot schedule its timers: {err}");
+        }
+    }
+}
