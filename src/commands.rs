@@ -46,6 +46,10 @@ impl Exit {
 
 /// The starter script `reef init` writes.
 pub const STARTER_SCRIPT: &str = include_str!("templates/reef.lua");
+/// LuaLS `---@meta` definitions of the API, for editor completion.
+pub const TYPE_STUBS: &str = include_str!("templates/reef-meta.lua");
+/// Points lua-language-server at the stubs.
+const LUARC: &str = "{\n  \"runtime.version\": \"Lua 5.4\",\n  \"workspace.library\": [\"types\"],\n  \"diagnostics.globals\": [\"reef\"]\n}\n";
 
 pub fn run(command: Command) -> Result<Exit> {
     match command {
@@ -190,6 +194,24 @@ fn init(args: InitArgs) -> Result<Exit> {
         "wrote {}: a main gateway on 18789 and a rescue gateway on 19789",
         path.display()
     );
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    for (relative, content) in [("types/reef.lua", TYPE_STUBS), (".luarc.json", LUARC)] {
+        let target = dir.join(relative);
+        if target.exists() {
+            println!("kept the existing {}", target.display());
+            continue;
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&target, content)
+            .with_context(|| format!("cannot write {}", target.display()))?;
+        println!("wrote {} (editor completion for reef.*)", target.display());
+    }
     println!("next: reef plan {}", path.display());
     Ok(Exit::Success)
 }

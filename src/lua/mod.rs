@@ -507,3 +507,35 @@ mod tests {
             .unwrap();
     }
 }
+
+#[cfg(test)]
+mod stub_tests {
+    use super::*;
+
+    /// `reef init` writes editor stubs: they must cover every member of the API.
+    #[test]
+    fn type_stubs_cover_the_whole_api() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("names.lua");
+        std::fs::write(
+            &script,
+            "local names = {}\nfor key in pairs(reef) do names[#names + 1] = key end\n\
+             for key in pairs(reef.ports) do names[#names + 1] = 'ports.' .. key end\n\
+             for key in pairs(reef.log) do names[#names + 1] = 'log.' .. key end\n\
+             error(table.concat(names, ' '))\n",
+        )
+        .unwrap();
+        let host = Host::from_env([("HOME".to_owned(), "/home/ada".to_owned())].into()).unwrap();
+        let err = evaluate(&script, &host, Limits::default())
+            .result
+            .unwrap_err();
+        let stubs = crate::commands::TYPE_STUBS;
+        for name in err.message.split_whitespace() {
+            let declared = [format!("reef.{name}"), format!("field {name} ")];
+            assert!(
+                declared.iter().any(|d| stubs.contains(d.as_str())),
+                "types/reef.lua lacks reef.{name}"
+            );
+        }
+    }
+}
