@@ -33,6 +33,7 @@ pub const GATEWAY_FIELDS: &[&str] = &[
     "stop",
     "browser",
     "enabled",
+    "image",
 ];
 
 /// Fields of the nested tables, by the field that holds them.
@@ -200,6 +201,7 @@ pub struct GatewaySpec {
     pub stop: Option<StopSpec>,
     pub browser: Option<BrowserSpec>,
     pub enabled: Option<bool>,
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -311,6 +313,7 @@ impl GatewaySpec {
                 cdp_url: pick(&own.cdp_url, &base.cdp_url),
             }),
             enabled: pick(&self.enabled, &defaults.enabled),
+            image: pick(&self.image, &defaults.image),
         }
     }
 
@@ -533,6 +536,7 @@ impl GatewaySpec {
                 cdp_url: browser.cdp_url,
             },
             enabled: self.enabled.unwrap_or(true),
+            image: self.image,
             declared_at,
         })
     }
@@ -661,6 +665,8 @@ pub struct Instance {
     pub stop: Stop,
     pub browser: Browser,
     pub enabled: bool,
+    /// The container image for exports (`reef export`); none: the default or `--image`.
+    pub image: Option<String>,
     pub declared_at: Location,
 }
 

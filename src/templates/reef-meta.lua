@@ -65,6 +65,7 @@
 ---@field stop? { signal?: string, timeout?: number }
 ---@field browser? { cdp_port?: integer, cdp_url?: string }
 ---@field enabled? boolean
+---@field image? string container image for `reef export` (default: the pinned official image)
 
 ---@class reef.Pool
 ---@field from integer
