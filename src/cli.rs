@@ -49,6 +49,12 @@ pub enum Command {
     Diff(DiffArgs),
     /// Show an instance's captured output.
     Logs(LogsArgs),
+    /// Install services: a systemd user unit (or launchd agent) per instance, or one unit that
+    /// runs `reef up`.
+    Install(InstallArgs),
+    /// Print the topology as systemd units, launchd agents, a Compose file, Kubernetes
+    /// manifests or a Nomad job.
+    Export(ExportArgs),
     /// Run the built-in reference gateway (what runtime "builtin" starts).
     Gateway(GatewayArgs),
 }
@@ -175,4 +181,56 @@ pub struct DiffArgs {
     /// Print the diff as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InstallMode {
+    /// A unit per gateway, as `openclaw gateway install` writes for one profile.
+    PerInstance,
+    /// One unit that runs `reef up` (hot reload, hooks, live restore included).
+    Supervisor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServiceManager {
+    Systemd,
+    Launchd,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub script: ScriptArg,
+
+    /// Print the files and commands instead of writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[arg(long, value_enum, default_value_t = InstallMode::PerInstance)]
+    pub mode: InstallMode,
+
+    /// The service manager (default: launchd on macOS, systemd elsewhere).
+    #[arg(long, value_enum)]
+    pub target: Option<ServiceManager>,
+
+    /// Overwrite unit files that reef did not write.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[arg(long, value_enum)]
+    pub format: crate::export::Format,
+
+    #[command(flatten)]
+    pub script: ScriptArg,
+
+    /// The container image for instances without an `image` (default: the pinned official one).
+    #[arg(long)]
+    pub image: Option<String>,
+
+    /// Write the files into this directory instead of printing them.
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<std::path::PathBuf>,
 }

@@ -1,12 +1,13 @@
 //! One function per verb. This is the output layer: the only module that prints.
 
 use std::io::{IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
 
 use anyhow::{Context, Result};
 
 use crate::cli::{
-    Command, DiffArgs, EnvArgs, GatewayArgs, InitArgs, LogsArgs, NameArgs, PlanArgs, ScriptArg,
-    SetupArgs, StatusArgs, UpArgs,
+    Command, DiffArgs, EnvArgs, ExportArgs, GatewayArgs, InitArgs, InstallArgs, InstallMode,
+    LogsArgs, NameArgs, PlanArgs, ScriptArg, ServiceManager, SetupArgs, StatusArgs, UpArgs,
 };
 use crate::control::{self, Request};
 use crate::layout::{TopologyDirs, UpLock};
@@ -67,6 +68,8 @@ pub fn run(command: Command) -> Result<Exit> {
         Command::Restart(args) => control_verb(args, |name| Request::Restart { name }),
         Command::Logs(args) => logs(args),
         Command::Gateway(args) => gateway(args),
+        Command::Install(args) => install(args),
+        Command::Export(args) => export(args),
     }
 }
 
@@ -545,6 +548,226 @@ fn diff(args: DiffArgs) -> Result<Exit> {
         && diff.update_live.is_empty()
     {
         println!("a reload would change nothing");
+    }
+    Ok(Exit::Success)
+}
+
+/// Loads a valid plan or says why not (violations and script errors printed).
+fn valid_plan(script: &std::path::Path) -> Result<Result<Plan, Exit>> {
+    let plan = match load(script, false)? {
+        Ok(plan) => plan,
+        Err(exit) => return Ok(Err(exit)),
+    };
+    if report_violations(&plan) {
+        eprintln!("nothing was written: fix the violations above first");
+        return Ok(Err(Exit::Violations));
+    }
+    Ok(Ok(plan))
+}
+
+fn export_options(
+    script: &std::path::Path,
+    image: Option<String>,
+) -> Result<crate::export::Options> {
+    let script = script
+        .canonicalize()
+        .with_context(|| format!("cannot find {}", script.display()))?;
+    let topology = script
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "reef".into());
+    let topology = if topology == "reef" {
+        // `reef.lua` says little: name the topology after its directory.
+        script
+            .parent()
+            .and_then(|dir| dir.file_name())
+            .map(|dir| dir.to_string_lossy().into_owned())
+            .unwrap_or(topology)
+    } else {
+        topology
+    };
+    let reef_binary = std::env::current_exe().context("cannot find reef's own binary")?;
+    let openclaw_binary = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("openclaw"))
+            .find(|candidate| candidate.is_file())
+    });
+    Ok(crate::export::Options {
+        image,
+        reef_binary,
+        openclaw_binary,
+        script,
+        topology,
+    })
+}
+
+fn export(args: ExportArgs) -> Result<Exit> {
+    let plan = match valid_plan(&args.script.script)? {
+        Ok(plan) => plan,
+        Err(exit) => return Ok(exit),
+    };
+    let options = export_options(&args.script.script, args.image)?;
+    let exported = crate::export::export(&plan, args.format, &options);
+    let style = Style::for_stderr();
+    for warning in &exported.warnings {
+        eprintln!("{} {warning}", style.warning("warning:"));
+    }
+    match &args.output {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            for file in &exported.files {
+                let path = dir.join(&file.name);
+                std::fs::write(&path, &file.content)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
+            for template in &exported.secret_templates {
+                let path = dir.join(&template.name);
+                let created = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path);
+                match created {
+                    Ok(mut file) => {
+                        file.write_all(template.content.as_bytes())
+                            .with_context(|| format!("cannot write {}", path.display()))?;
+                        println!("wrote {} (put the gateway's token there)", path.display());
+                    }
+                    Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                        println!("kept the existing {}", path.display());
+                    }
+                    Err(err) => {
+                        return Err(err)
+                            .with_context(|| format!("cannot create {}", path.display()));
+                    }
+                }
+            }
+        }
+        None if exported.files.len() == 1 => print!("{}", exported.files[0].content),
+        None => {
+            for (index, file) in exported.files.iter().enumerate() {
+                if index > 0 {
+                    println!();
+                }
+                println!("# ==> {} <==", file.name);
+                print!("{}", file.content);
+            }
+        }
+    }
+    Ok(Exit::Success)
+}
+
+fn install(args: InstallArgs) -> Result<Exit> {
+    let plan = match valid_plan(&args.script.script)? {
+        Ok(plan) => plan,
+        Err(exit) => return Ok(exit),
+    };
+    let options = export_options(&args.script.script, None)?;
+    let target = args.target.unwrap_or(if cfg!(target_os = "macos") {
+        ServiceManager::Launchd
+    } else {
+        ServiceManager::Systemd
+    });
+    let env = process_env();
+    let home = Host::from_process()
+        .map(|host| host.home)
+        .map_err(|err| anyhow::anyhow!(err))?;
+    let (dir, exported) = match (target, args.mode) {
+        (ServiceManager::Systemd, mode) => {
+            let config = env
+                .get("XDG_CONFIG_HOME")
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| home.join(".config"));
+            let exported = match mode {
+                InstallMode::PerInstance => {
+                    crate::export::export(&plan, crate::export::Format::Systemd, &options)
+                }
+                InstallMode::Supervisor => crate::export::Export {
+                    files: vec![crate::export::systemd::supervisor(&options)],
+                    ..crate::export::Export::default()
+                },
+            };
+            (config.join("systemd/user"), exported)
+        }
+        (ServiceManager::Launchd, InstallMode::PerInstance) => (
+            home.join("Library/LaunchAgents"),
+            crate::export::export(&plan, crate::export::Format::Launchd, &options),
+        ),
+        (ServiceManager::Launchd, InstallMode::Supervisor) => {
+            anyhow::bail!(
+                "--mode supervisor writes a systemd unit; on macOS use --mode per-instance (launchd agents)"
+            )
+        }
+    };
+    let style = Style::for_stderr();
+    for warning in &exported.warnings {
+        eprintln!("{} {warning}", style.warning("warning:"));
+    }
+    let names: Vec<&str> = exported.files.iter().map(|f| f.name.as_str()).collect();
+    let commands: Vec<String> = match target {
+        ServiceManager::Systemd => vec![
+            "systemctl --user daemon-reload".into(),
+            format!("systemctl --user enable --now {}", names.join(" ")),
+            "loginctl enable-linger \"$USER\"   # optional: start them at boot, without a login"
+                .into(),
+        ],
+        ServiceManager::Launchd => names
+            .iter()
+            .map(|name| {
+                format!(
+                    "launchctl bootstrap gui/$(id -u) {}",
+                    dir.join(name).display()
+                )
+            })
+            .collect(),
+    };
+    if args.dry_run {
+        for file in &exported.files {
+            println!("# ==> {} <==", dir.join(&file.name).display());
+            print!("{}", file.content);
+            println!();
+        }
+        println!("# then:");
+        for command in &commands {
+            println!("{command}");
+        }
+        return Ok(Exit::Success);
+    }
+    let foreign: Vec<String> = exported
+        .files
+        .iter()
+        .map(|file| dir.join(&file.name))
+        .filter(|path| {
+            std::fs::read_to_string(path)
+                .is_ok_and(|text| !text.contains(crate::export::WRITTEN_BY))
+        })
+        .map(|path| path.display().to_string())
+        .collect();
+    if !foreign.is_empty() && !args.force {
+        anyhow::bail!(
+            "{} exist(s) and reef did not write it (e.g. `openclaw gateway install` did); nothing was written. \
+             Remove it, or pass --force to overwrite",
+            foreign.join(", ")
+        );
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for file in &exported.files {
+        let path = dir.join(&file.name);
+        std::fs::write(&path, &file.content)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    if args.mode == InstallMode::PerInstance {
+        println!(
+            "these services run the gateways without reef: do not also run `reef up` on this topology"
+        );
+    }
+    println!("then:");
+    for command in &commands {
+        println!("  {command}");
     }
     Ok(Exit::Success)
 }

@@ -29,6 +29,7 @@
 pub mod cli;
 pub mod commands;
 pub mod control;
+pub mod export;
 pub mod gateway;
 pub mod hostports;
 pub mod layout;

@@ -1,0 +1,129 @@
+//! A Compose file: a service per instance, its port published, a volume for its state,
+//! health checks that read the JSON body, `depends_on` with `service_healthy`.
+
+use std::fmt::Write;
+
+use super::{
+    CONTAINER_STATE_DIR, Export, File, Options, container_env, container_warnings, dns_label,
+    image_of, node_probe, yaml_string,
+};
+use crate::topology::{Instance, RestartPolicy};
+
+fn seconds(value: f64) -> String {
+    format!("{}s", (value * 1000.0).round() / 1000.0)
+}
+
+pub fn export(instances: &[&Instance], options: &Options, export: &mut Export) {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Written by reef from {}.", options.script.display());
+    let _ = writeln!(
+        out,
+        "# Project: {} (docker compose -p {} ...).",
+        dns_label(&options.topology),
+        dns_label(&options.topology)
+    );
+    let _ = writeln!(
+        out,
+        "# Each gateway's token goes in its env file, e.g. main.env: OPENCLAW_GATEWAY_TOKEN=..."
+    );
+    let _ = writeln!(
+        out,
+        "# (`reef export --format compose --output DIR` writes them), never here."
+    );
+    let _ = writeln!(
+        out,
+        "# To reach a gateway from outside its container, set gateway.bind = \"lan\" in its"
+    );
+    let _ = writeln!(
+        out,
+        "# openclaw.json (in its state volume); token auth is then required."
+    );
+    let _ = writeln!(out, "services:");
+    for instance in instances {
+        container_warnings(instance, "Compose", &mut export.warnings);
+        let service = dns_label(&instance.name);
+        let _ = writeln!(out, "  {service}:");
+        let _ = writeln!(
+            out,
+            "    image: {}",
+            yaml_string(image_of(instance, options))
+        );
+        let restart = match instance.restart.policy {
+            RestartPolicy::Always => "unless-stopped",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "no",
+        };
+        let _ = writeln!(out, "    restart: {}", yaml_string(restart));
+        let _ = writeln!(out, "    environment:");
+        for (key, value) in container_env(instance) {
+            let _ = writeln!(out, "      {key}: {}", yaml_string(&value));
+        }
+        let _ = writeln!(out, "    env_file:");
+        let _ = writeln!(out, "      - {}", yaml_string(&format!("./{service}.env")));
+        export.secret_templates.push(File {
+            name: format!("{service}.env"),
+            content: format!(
+                "# Secrets of gateway `{}`; keep this file private (0600).\n# OPENCLAW_GATEWAY_TOKEN=\n",
+                instance.name
+            ),
+        });
+        let _ = writeln!(out, "    ports:");
+        let _ = writeln!(
+            out,
+            "      - {}",
+            yaml_string(&format!("{0}:{0}", instance.port))
+        );
+        let _ = writeln!(out, "    volumes:");
+        let _ = writeln!(
+            out,
+            "      - {}",
+            yaml_string(&format!("{service}-state:{CONTAINER_STATE_DIR}"))
+        );
+        let _ = writeln!(
+            out,
+            "    stop_grace_period: {}",
+            seconds(instance.stop.timeout)
+        );
+        let _ = writeln!(out, "    healthcheck:");
+        let probe = node_probe(instance.port, &instance.health.liveness_path, "ok");
+        let _ = writeln!(
+            out,
+            "      test: [\"CMD\", \"node\", \"-e\", {}]",
+            yaml_string(&probe)
+        );
+        let _ = writeln!(out, "      interval: {}", seconds(instance.health.interval));
+        let _ = writeln!(out, "      timeout: {}", seconds(instance.health.timeout));
+        let _ = writeln!(out, "      retries: 3");
+        let _ = writeln!(
+            out,
+            "      start_period: {}",
+            seconds(instance.health.start_period)
+        );
+        let dependencies: Vec<&&Instance> = instance
+            .depends_on
+            .iter()
+            .filter_map(|name| instances.iter().find(|i| &i.name == name))
+            .collect();
+        if !dependencies.is_empty() {
+            let _ = writeln!(out, "    depends_on:");
+            for dependency in dependencies {
+                let _ = writeln!(out, "      {}:", dns_label(&dependency.name));
+                let _ = writeln!(out, "        condition: service_healthy");
+            }
+        }
+        if instance.restart.policy != RestartPolicy::Never {
+            export.warnings.push(format!(
+                "`{}`: Compose restart policies cannot spare exit 78 (configuration error) from restarting",
+                instance.name
+            ));
+        }
+    }
+    let _ = writeln!(out, "volumes:");
+    for instance in instances {
+        let _ = writeln!(out, "  {}-state: {{}}", dns_label(&instance.name));
+    }
+    export.files.push(File {
+        name: "compose.yaml".into(),
+        content: out,
+    });
+}

@@ -1,0 +1,166 @@
+//! Kubernetes manifests: per instance a PersistentVolumeClaim for its state, a Deployment of one
+//! replica (Recreate: the state dir has a single owner), and a Service for its gateway port.
+//! Probes run the image's Node to read the JSON body: liveness `/healthz`, readiness `/readyz`,
+//! start-up `/readyz` with a five-minute budget, as OpenClaw's own manifests do.
+
+use std::fmt::Write;
+
+use super::{
+    CONTAINER_STATE_DIR, Export, File, Options, container_env, container_warnings, dns_label,
+    image_of, node_probe, yaml_string,
+};
+use crate::topology::{Instance, RestartPolicy};
+
+fn api_version(kind: &str) -> &'static str {
+    match kind {
+        "Deployment" => "apps/v1",
+        _ => "v1",
+    }
+}
+
+pub fn export(instances: &[&Instance], options: &Options, export: &mut Export) {
+    let topology = dns_label(&options.topology);
+    let mut out = String::new();
+    let _ = writeln!(out, "# Written by reef from {}.", options.script.display());
+    let _ = writeln!(
+        out,
+        "# Tokens: create a Secret per gateway, e.g. kubectl create secret generic {topology}-NAME-token --from-literal=token=..."
+    );
+    for instance in instances {
+        container_warnings(instance, "Kubernetes", &mut export.warnings);
+        if instance.restart.policy != RestartPolicy::Always {
+            export.warnings.push(format!(
+                "`{}`: a Deployment always restarts its pod; restart policy {} is not expressed",
+                instance.name,
+                serde_json::to_string(&instance.restart.policy).expect("policies serialize")
+            ));
+        }
+        if !instance.depends_on.is_empty() {
+            export.warnings.push(format!(
+                "`{}`: Kubernetes has no start order between Deployments; depends_on {:?} is not expressed",
+                instance.name, instance.depends_on
+            ));
+        }
+        let name = format!("{topology}-{}", dns_label(&instance.name));
+        let labels = |indent: usize| -> String {
+            [
+                "app.kubernetes.io/name: openclaw-gateway".to_owned(),
+                format!("app.kubernetes.io/instance: {}", yaml_string(&name)),
+                format!("app.kubernetes.io/part-of: {}", yaml_string(&topology)),
+                "app.kubernetes.io/managed-by: reef".to_owned(),
+            ]
+            .iter()
+            .map(|line| format!("{}{line}\n", " ".repeat(indent)))
+            .collect()
+        };
+        let metadata = |kind: &str, object: &str| {
+            format!(
+                "apiVersion: {}\nkind: {kind}\nmetadata:\n  name: {object}\n  labels:\n{}",
+                api_version(kind),
+                labels(4)
+            )
+        };
+        let _ = writeln!(out, "---");
+        let _ = write!(
+            out,
+            "{}",
+            metadata("PersistentVolumeClaim", &format!("{name}-state"))
+        );
+        let _ = writeln!(
+            out,
+            "spec:\n  accessModes: [\"ReadWriteOnce\"]\n  resources:\n    requests:\n      storage: 1Gi"
+        );
+        let _ = writeln!(out, "---");
+        let _ = write!(out, "{}", metadata("Service", &name));
+        let _ = writeln!(
+            out,
+            "spec:\n  selector:\n    app.kubernetes.io/instance: {}",
+            yaml_string(&name)
+        );
+        let _ = writeln!(
+            out,
+            "  ports:\n    - name: gateway\n      port: {0}\n      targetPort: {0}",
+            instance.port
+        );
+        let _ = writeln!(out, "---");
+        let _ = write!(out, "{}", metadata("Deployment", &name));
+        let _ = writeln!(
+            out,
+            "spec:\n  replicas: 1\n  strategy:\n    type: Recreate\n  selector:\n    matchLabels:\n      app.kubernetes.io/instance: {}",
+            yaml_string(&name)
+        );
+        let _ = write!(
+            out,
+            "  template:\n    metadata:\n      labels:\n{}",
+            labels(8)
+        );
+        let _ = writeln!(out, "    spec:");
+        let _ = writeln!(
+            out,
+            "      terminationGracePeriodSeconds: {}",
+            instance.stop.timeout.ceil() as u64
+        );
+        let _ = writeln!(out, "      securityContext:\n        fsGroup: 1000");
+        let _ = writeln!(out, "      containers:");
+        let _ = writeln!(out, "        - name: gateway");
+        let _ = writeln!(
+            out,
+            "          image: {}",
+            yaml_string(image_of(instance, options))
+        );
+        let _ = writeln!(
+            out,
+            "          ports:\n            - name: gateway\n              containerPort: {}",
+            instance.port
+        );
+        let _ = writeln!(out, "          env:");
+        for (key, value) in container_env(instance) {
+            let _ = writeln!(
+                out,
+                "            - name: {key}\n              value: {}",
+                yaml_string(&value)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "            - name: OPENCLAW_GATEWAY_TOKEN\n              valueFrom:\n                secretKeyRef:\n                  name: {}\n                  key: token\n                  optional: true",
+            yaml_string(&format!("{name}-token"))
+        );
+        let probe = |path: &str, field: &str| {
+            format!(
+                "exec:\n              command: [\"node\", \"-e\", {}]",
+                yaml_string(&node_probe(instance.port, path, field))
+            )
+        };
+        let period = instance.health.interval.ceil().max(1.0) as u64;
+        let timeout = instance.health.timeout.ceil().max(1.0) as u64;
+        let _ = writeln!(
+            out,
+            "          startupProbe:\n            {}\n            periodSeconds: 10\n            timeoutSeconds: {timeout}\n            failureThreshold: 30",
+            probe(&instance.health.readiness_path, "ready")
+        );
+        let _ = writeln!(
+            out,
+            "          readinessProbe:\n            {}\n            periodSeconds: {period}\n            timeoutSeconds: {timeout}",
+            probe(&instance.health.readiness_path, "ready")
+        );
+        let _ = writeln!(
+            out,
+            "          livenessProbe:\n            {}\n            periodSeconds: {period}\n            timeoutSeconds: {timeout}\n            failureThreshold: 3",
+            probe(&instance.health.liveness_path, "ok")
+        );
+        let _ = writeln!(
+            out,
+            "          volumeMounts:\n            - name: state\n              mountPath: {}",
+            yaml_string(CONTAINER_STATE_DIR)
+        );
+        let _ = writeln!(
+            out,
+            "      volumes:\n        - name: state\n          persistentVolumeClaim:\n            claimName: {name}-state"
+        );
+    }
+    export.files.push(File {
+        name: format!("{topology}.k8s.yaml"),
+        content: out,
+    });
+}

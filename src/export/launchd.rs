@@ -1,0 +1,115 @@
+//! launchd agents for macOS: one per instance, labelled as OpenClaw labels its own
+//! (`ai.openclaw.PROFILE`).
+
+use std::fmt::Write;
+
+use super::{Export, File, Options, host_argv, host_env};
+use crate::topology::{Instance, RestartPolicy};
+
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+pub fn per_instance(instances: &[&Instance], options: &Options, export: &mut Export) {
+    for instance in instances {
+        if let Some(problem) = crate::profile::macos_service_problem(&instance.profile) {
+            export.warnings.push(format!(
+                "`{}`: launchd refuses profile `{}` ({problem}); its agent will not load",
+                instance.name, instance.profile
+            ));
+        }
+        if !instance.depends_on.is_empty() {
+            export.warnings.push(format!(
+                "`{}`: launchd has no start order; depends_on {:?} is not expressed",
+                instance.name, instance.depends_on
+            ));
+        }
+        if instance.restart.policy != RestartPolicy::Never {
+            export.warnings.push(format!(
+                "`{}`: launchd cannot spare exit 78 (configuration error) from KeepAlive; it is throttled, not stopped",
+                instance.name
+            ));
+        }
+        export.files.push(File {
+            name: format!("{}.plist", instance.launchd_label),
+            content: plist(instance, options),
+        });
+    }
+}
+
+fn plist(instance: &Instance, options: &Options) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+    let _ = writeln!(
+        out,
+        r#"<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">"#
+    );
+    let _ = writeln!(
+        out,
+        "<!-- Written by reef from {}; instance `{}`. -->",
+        xml(&options.script.display().to_string()),
+        xml(&instance.name)
+    );
+    let _ = writeln!(out, r#"<plist version="1.0">"#);
+    let _ = writeln!(out, "<dict>");
+    let _ = writeln!(
+        out,
+        "  <key>Label</key>\n  <string>{}</string>",
+        xml(&instance.launchd_label)
+    );
+    let _ = writeln!(out, "  <key>ProgramArguments</key>\n  <array>");
+    for word in host_argv(instance, options) {
+        let _ = writeln!(out, "    <string>{}</string>", xml(&word));
+    }
+    let _ = writeln!(out, "  </array>");
+    let _ = writeln!(out, "  <key>EnvironmentVariables</key>\n  <dict>");
+    for (key, value) in host_env(instance) {
+        let _ = writeln!(
+            out,
+            "    <key>{}</key>\n    <string>{}</string>",
+            xml(&key),
+            xml(&value)
+        );
+    }
+    let _ = writeln!(out, "  </dict>");
+    let _ = writeln!(
+        out,
+        "  <key>WorkingDirectory</key>\n  <string>{}</string>",
+        xml(&instance.state_dir.display().to_string())
+    );
+    let _ = writeln!(out, "  <key>RunAtLoad</key>\n  <true/>");
+    let keep_alive = match instance.restart.policy {
+        RestartPolicy::Always => "  <key>KeepAlive</key>\n  <true/>".to_owned(),
+        // Restart only after a failure (a non-zero exit).
+        RestartPolicy::OnFailure => "  <key>KeepAlive</key>\n  <dict>\n    <key>SuccessfulExit</key>\n    <false/>\n  </dict>".to_owned(),
+        RestartPolicy::Never => "  <key>KeepAlive</key>\n  <false/>".to_owned(),
+    };
+    let _ = writeln!(out, "{keep_alive}");
+    let _ = writeln!(
+        out,
+        "  <key>ThrottleInterval</key>\n  <integer>{}</integer>",
+        instance.restart.backoff.initial.ceil().max(1.0) as u64
+    );
+    let _ = writeln!(
+        out,
+        "  <key>ExitTimeOut</key>\n  <integer>{}</integer>",
+        instance.stop.timeout.ceil() as u64
+    );
+    let log = instance.state_dir.join("logs").join("launchd.log");
+    let _ = writeln!(
+        out,
+        "  <key>StandardOutPath</key>\n  <string>{}</string>",
+        xml(&log.display().to_string())
+    );
+    let _ = writeln!(
+        out,
+        "  <key>StandardErrorPath</key>\n  <string>{}</string>",
+        xml(&log.display().to_string())
+    );
+    let _ = writeln!(out, "</dict>");
+    let _ = writeln!(out, "</plist>");
+    out
+}
