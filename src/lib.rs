@@ -18,6 +18,7 @@
 //! - [`hostports`]: which ports are free on the host, and who holds the others.
 //! - [`setup`]: state dirs and minimal configs for `reef setup`.
 //! - [`gateway`]: the built-in reference gateway (`reef gateway`).
+//! - [`export`]: the plan as systemd units, launchd agents, Compose, Kubernetes, Nomad (pure).
 //! - [`progress`]: `reef up`'s live line on a terminal, with logs written around it.
 //! - [`process`]: processes by pid and start time; pidfd exit watching (live restore).
 //! - [`reconcile`]: the diff from the running topology to a new plan (hot reload).
