@@ -445,8 +445,13 @@ fn follow(log: &std::path::Path, out: &mut impl Write) -> Result<Exit> {
 }
 
 fn gateway(args: GatewayArgs) -> Result<Exit> {
-    if !args.startup_delay.is_finite() || args.startup_delay < 0.0 {
-        anyhow::bail!("--startup-delay must be 0 or more seconds");
+    if !args.startup_delay.is_finite()
+        || !(0.0..=crate::topology::MAX_SECONDS).contains(&args.startup_delay)
+    {
+        anyhow::bail!(
+            "--startup-delay must be from 0 to {} seconds",
+            crate::topology::MAX_SECONDS
+        );
     }
     let options = crate::gateway::Options {
         port: args.port,

@@ -450,6 +450,15 @@ impl GatewaySpec {
                 defaults_backoff.reset_after,
             )?,
         };
+        if backoff.initial < 0.05 {
+            return Err(FieldError::new(
+                "restart.backoff.initial",
+                format!(
+                    "is {}; at least 0.05 s, or a crashing gateway restarts in a tight loop",
+                    backoff.initial
+                ),
+            ));
+        }
         if backoff.max < backoff.initial {
             return Err(FieldError::new(
                 "restart.backoff.max",
@@ -485,6 +494,16 @@ impl GatewaySpec {
                 health_defaults.start_period,
             )?,
         };
+
+        if health.start_period < 1.0 {
+            return Err(FieldError::new(
+                "health.start_period",
+                format!(
+                    "is {}; a gateway needs at least 1 s to come up (the real one takes ~10 s)",
+                    health.start_period
+                ),
+            ));
+        }
 
         let stop = self.stop.unwrap_or_default();
         let stop_defaults = Stop::default();
@@ -553,13 +572,16 @@ fn merge_nested<T: Clone>(
     }
 }
 
+/// The longest duration a spec may give (about 115 days): longer ones cannot be timers.
+pub const MAX_SECONDS: f64 = 1e7;
+
 fn seconds(field: &str, value: Option<f64>, default: f64) -> Result<f64, FieldError> {
     match value {
         None => Ok(default),
-        Some(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Some(v) if v.is_finite() && (0.0..=MAX_SECONDS).contains(&v) => Ok(v),
         Some(v) => Err(FieldError::new(
             field,
-            format!("is {v}; give a duration in seconds, 0 or more"),
+            format!("is {v}; give a duration in seconds, from 0 to {MAX_SECONDS}"),
         )),
     }
 }

@@ -15,6 +15,7 @@ use crate::topology::{Instance, Location};
 #[serde(rename_all = "kebab-case")]
 pub enum ViolationKind {
     DuplicateName,
+    InvalidName,
     InvalidProfile,
     SharedProfile,
     SharedStateDir,
@@ -97,6 +98,14 @@ struct Checker<'a> {
     report: Report,
 }
 
+/// Instance names become log file names, unit names and labels: one plain path component.
+fn is_safe_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && name.len() <= 64
+}
+
 /// "`a`, `b` and `c`"
 fn list(names: &[&str]) -> String {
     let quoted: Vec<String> = names.iter().map(|name| format!("`{name}`")).collect();
@@ -138,6 +147,20 @@ impl<'a> Checker<'a> {
     }
 
     fn names(&mut self) {
+        for instance in self.instances {
+            if !is_safe_name(&instance.name) {
+                self.violation(
+                    ViolationKind::InvalidName,
+                    &[instance],
+                    instance.name.clone(),
+                    format!(
+                        "instance name {:?} is not usable: reef names files after it; use 1 to 64 letters, \
+                         digits, '_', '-' or '.', starting with a letter or digit",
+                        instance.name
+                    ),
+                );
+            }
+        }
         for (name, group) in self.shared(|i| Some(i.name.clone())) {
             let places: Vec<String> = group.iter().map(|i| i.declared_at.to_string()).collect();
             self.violation(
@@ -665,8 +688,24 @@ mod tests {
     }
 
     #[test]
+    fn names_that_would_be_paths_are_refused() {
+        for bad in ["../../tmp/x", "team/a", "", ".hidden", "a b"] {
+            let mut instance = instance("ok", 20000);
+            instance.name = bad.into();
+            let report = validate(&[instance]);
+            assert_eq!(kinds(&report), [ViolationKind::InvalidName], "{bad:?}");
+        }
+        let mut fine = instance("ok", 20000);
+        fine.name = "Team_1.b-2".into();
+        assert!(validate(&[fine]).is_valid());
+    }
+
+    #[test]
     fn invalid_profile() {
-        let bad = instance_with("bad", 20000, |s| s.profile = Some("main bot".into()));
+        let bad = instance_with("bad", 20000, |s| {
+            s.name = Some("bad".into());
+            s.profile = Some("main bot".into());
+        });
         let report = validate(&[bad]);
         assert_eq!(kinds(&report), [ViolationKind::InvalidProfile]);
     }

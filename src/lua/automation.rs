@@ -164,10 +164,11 @@ fn timer(lua: &Lua, function: &str, seconds: Value, f: Value, repeat: bool) -> m
         }
     };
     let least = if repeat { MIN_PERIOD } else { 0.0 };
-    if !seconds.is_finite() || seconds < least {
+    let most = crate::topology::MAX_SECONDS;
+    if !seconds.is_finite() || seconds < least || seconds > most {
         return Err(misuse(
             lua,
-            format!("{function}: {seconds} s is not a usable delay (at least {least} s)"),
+            format!("{function}: {seconds} s is not a usable delay (from {least} to {most} s)"),
         ));
     }
     let Value::Function(f) = f else {
@@ -270,7 +271,7 @@ fn exec(lua: &Lua, spec: Value) -> mlua::Result<(Value, Value, Value)> {
         return Err(misuse(lua, format!("reef.exec: name a program: {USAGE}")));
     }
     let timeout: f64 = spec.get::<Option<f64>>("timeout")?.unwrap_or(10.0);
-    if !timeout.is_finite() || timeout <= 0.0 {
+    if !timeout.is_finite() || timeout <= 0.0 || timeout > crate::topology::MAX_SECONDS {
         return Err(misuse(
             lua,
             "reef.exec: timeout must be more than 0 seconds".into(),

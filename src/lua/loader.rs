@@ -98,6 +98,13 @@ fn require(lua: &Lua, name: Value) -> mlua::Result<Value> {
                     format!("@<reef>/{}.lua", name.replace('.', "/")),
                 ),
                 None => {
+                    // Watch where the module would be, so that creating it reloads.
+                    for candidate in &candidates {
+                        let absolute = state.script_dir.join(candidate);
+                        if !state.files.contains(&absolute) {
+                            state.files.push(absolute);
+                        }
+                    }
                     let looked: Vec<String> = candidates
                         .iter()
                         .map(|c| display_join(&state.script_dir_display, c))
@@ -123,6 +130,7 @@ fn require(lua: &Lua, name: Value) -> mlua::Result<Value> {
     let result = lua
         .load(source)
         .set_name(chunk_name)
+        .set_mode(mlua::chunk::ChunkMode::Text)
         .call::<Value>((name.as_str(), Value::Nil));
     state(lua).loading.pop();
     let value = match result? {

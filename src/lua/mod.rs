@@ -197,6 +197,7 @@ fn run(initial: EvalState, display: &Path, source: &[u8], host: &Host) -> RunRes
     let outcome = lua
         .load(source)
         .set_name(format!("@{}", display.display()))
+        .set_mode(mlua::chunk::ChunkMode::Text)
         .exec()
         .and_then(|()| automation::check_hook_names(&lua));
     let (instances, files, near) = {
@@ -315,6 +316,27 @@ fn sandbox(lua: &Lua) -> mlua::Result<()> {
     for name in ["dofile", "loadfile", "collectgarbage"] {
         globals.raw_set(name, mlua::Nil)?;
     }
+    // `print` would write into reef's own output (and break `--json`): it goes to stderr, with
+    // the line that printed.
+    globals.raw_set(
+        "print",
+        lua.create_function(|lua, args: mlua::Variadic<mlua::Value>| {
+            let words: Vec<String> = args
+                .iter()
+                .map(|value| {
+                    value
+                        .to_string()
+                        .unwrap_or_else(|_| value.type_name().to_owned())
+                })
+                .collect();
+            let at = caller_location(lua, 1)
+                .map(|l| l.to_string())
+                .unwrap_or_default();
+            use std::io::Write;
+            let _ = writeln!(crate::progress::Stderr, "{at}: {}", words.join("\t"));
+            Ok(())
+        })?,
+    )?;
     let os: Table = globals.get("os")?;
     for name in [
         "execute",
@@ -329,8 +351,11 @@ fn sandbox(lua: &Lua) -> mlua::Result<()> {
     }
     // Text chunks only: crafted bytecode can crash the VM.
     lua.load(
-        r#"local raw_load = load
-        load = function(chunk, name, _, env) return raw_load(chunk, name, "t", env) end"#,
+        r##"local raw_load = load
+        load = function(chunk, name, _, ...)
+          if select("#", ...) > 0 then return raw_load(chunk, name, "t", ...) end
+          return raw_load(chunk, name, "t")
+        end"##,
     )
     .set_name("=sandbox")
     .exec()
