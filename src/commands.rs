@@ -321,8 +321,10 @@ fn up(args: UpArgs) -> Result<Exit> {
         dirs.logs.display(),
         dirs.socket.display()
     );
-    current_thread_runtime()?
-        .block_on(crate::supervisor::run(plan, dirs, env, options, automaton))?;
+    let runtime = current_thread_runtime()?;
+    runtime.block_on(crate::supervisor::run(plan, dirs, env, options, automaton))?;
+    // An evaluation still running on a blocking thread must not keep reef from exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     Ok(Exit::Success)
 }
 

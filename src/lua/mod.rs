@@ -349,6 +349,38 @@ fn sandbox(lua: &Lua) -> mlua::Result<()> {
     ] {
         os.raw_set(name, mlua::Nil)?;
     }
+    // Pattern matching runs in C, out of reach of the instruction budget, and backtracks: a
+    // pattern with k repetitions over n bytes can take n^(k+1) steps. Refuse the costly ones.
+    lua.load(
+        r##"local find, match, gmatch, gsub = string.find, string.match, string.gmatch, string.gsub
+        local LIMIT = 1e9
+        local function repetitions(pattern)
+          local count, i, length = 0, 1, #pattern
+          while i <= length do
+            local c = pattern:byte(i)
+            if c == 37 then i = i + 2 -- '%' escapes the next character
+            else
+              if c == 42 or c == 43 or c == 45 then count = count + 1 end -- '*', '+', '-'
+              i = i + 1
+            end
+          end
+          return count
+        end
+        local function check(name, subject, pattern, plain)
+          if plain or type(subject) ~= "string" or type(pattern) ~= "string" then return end
+          local k = repetitions(pattern)
+          if k > 0 and (#subject + 1) ^ (k + 1) > LIMIT then
+            error(("string.%s: pattern %q repeats %d time(s) over %d bytes and could run for minutes; "
+              .. "use fewer repetitions or a shorter string"):format(name, pattern, k, #subject), 3)
+          end
+        end
+        string.find = function(s, p, init, plain) check("find", s, p, plain) return find(s, p, init, plain) end
+        string.match = function(s, p, init) check("match", s, p) return match(s, p, init) end
+        string.gmatch = function(s, p, init) check("gmatch", s, p) return gmatch(s, p, init) end
+        string.gsub = function(s, p, r, n) check("gsub", s, p) return gsub(s, p, r, n) end"##,
+    )
+    .set_name("=sandbox")
+    .exec()?;
     // Text chunks only: crafted bytecode can crash the VM.
     lua.load(
         r##"local raw_load = load
