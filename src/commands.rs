@@ -334,11 +334,11 @@ fn dirs_of(script: &std::path::Path) -> Result<TopologyDirs> {
 
 fn ask(script: &std::path::Path, request: &Request) -> Result<control::Response> {
     let dirs = dirs_of(script)?;
-    let response = control::request(&dirs.socket, request).map_err(|err| match err {
+    let response = control::request(&dirs.running_socket(), request).map_err(|err| match err {
         control::ClientError::NotRunning(_) => anyhow::anyhow!(
             "no reef is running {} (no control socket at {}); start it with `reef up {}`",
             script.display(),
-            dirs.socket.display(),
+            dirs.running_socket().display(),
             script.display()
         ),
         other => anyhow::anyhow!(other),
@@ -466,7 +466,7 @@ fn gateway(args: GatewayArgs) -> Result<Exit> {
 fn down(args: ScriptArg) -> Result<Exit> {
     let script = &args.script;
     let dirs = dirs_of(script)?;
-    match control::request(&dirs.socket, &Request::Down) {
+    match control::request(&dirs.running_socket(), &Request::Down) {
         Ok(response) if response.ok => {
             println!("{}", response.message.unwrap_or_else(|| "stopped".into()));
             return Ok(Exit::Success);

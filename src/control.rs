@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
 use crate::supervisor::status::TopologyStatus;
@@ -70,15 +70,26 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
 
 pub async fn serve(listener: UnixListener, registry: Arc<Registry>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of file descriptors, say: do not spin.
+                tracing::warn!("control socket: {err}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                continue;
+            }
         };
         let registry = registry.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
-            let mut reader = tokio::io::BufReader::new(read);
-            if reader.read_line(&mut line).await.is_err() {
+            // One short JSON line, soon: a client that sends more, or nothing, is dropped.
+            let mut reader = tokio::io::BufReader::new(read.take(64 * 1024));
+            let read_request = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                reader.read_line(&mut line),
+            );
+            if !matches!(read_request.await, Ok(Ok(_))) {
                 return;
             }
             let response = match serde_json::from_str::<Request>(&line) {

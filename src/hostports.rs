@@ -29,9 +29,16 @@ impl std::fmt::Display for Holder {
     }
 }
 
-/// Whether 127.0.0.1:`port` can be bound right now.
+/// Whether `port` can be bound right now on loopback: 127.0.0.1, and ::1 where the host has
+/// IPv6 (OpenClaw binds both).
 pub fn is_free(port: u16) -> bool {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+    if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
+        return false;
+    }
+    match TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, port)) {
+        Ok(_) => true,
+        Err(err) => err.kind() != std::io::ErrorKind::AddrInUse,
+    }
 }
 
 /// The first of `ports` that cannot be bound, with whoever listens on it.

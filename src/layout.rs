@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+/// The longest Unix socket path the kernel takes, less a margin.
+const MAX_SOCKET_PATH: usize = 100;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopologyDirs {
     /// The topology's own directory.
@@ -27,9 +30,14 @@ impl TopologyDirs {
     /// The directories for `script`, from the given environment (XDG_STATE_HOME, HOME,
     /// XDG_RUNTIME_DIR). The script must exist.
     pub fn for_script(script: &Path, env: &BTreeMap<String, String>) -> Result<TopologyDirs> {
-        let canonical = script
-            .canonicalize()
-            .with_context(|| format!("cannot find the script {}", script.display()))?;
+        // A script that was moved or deleted still names its topology (to stop it, say).
+        let canonical = match script.canonicalize() {
+            Ok(path) => path,
+            Err(_) => crate::topology::clean(
+                &std::path::absolute(script)
+                    .with_context(|| format!("cannot place {}", script.display()))?,
+            ),
+        };
         let stem = canonical
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -58,6 +66,14 @@ impl TopologyDirs {
             Some(runtime) => runtime.join("reef").join(format!("{id}.sock")),
             None => dir.join("control.sock"),
         };
+        // Unix socket paths must fit in 108 bytes: fall back to a short private directory.
+        let socket = if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            std::env::temp_dir()
+                .join(format!("reef-{}", nix::unistd::getuid()))
+                .join(format!("{id}.sock"))
+        } else {
+            socket
+        };
         Ok(TopologyDirs {
             lock: dir.join("up.lock"),
             ledger: dir.join("ledger.json"),
@@ -67,20 +83,37 @@ impl TopologyDirs {
         })
     }
 
-    /// Creates the directories (0700) that do not exist yet.
+    /// Creates the directories (0700) that do not exist yet; the socket's must be ours and
+    /// private, since the socket controls the gateways.
     pub fn create(&self) -> Result<()> {
-        for dir in [
-            &self.dir,
-            &self.logs,
-            self.socket.parent().unwrap_or(&self.dir),
-        ] {
+        let socket_dir = self.socket.parent().unwrap_or(&self.dir);
+        for dir in [&self.dir, &self.logs, socket_dir] {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(socket_dir)
+            .with_context(|| format!("cannot inspect {}", socket_dir.display()))?;
+        if meta.uid() != nix::unistd::getuid().as_raw() || meta.mode() & 0o077 != 0 {
+            anyhow::bail!(
+                "{} must belong to you and be private (mode 0700): it holds the control socket",
+                socket_dir.display()
+            );
+        }
         Ok(())
+    }
+
+    /// The socket a running `reef up` listens on: as its lock file says (the runner's
+    /// environment may differ from the caller's), else where it would be.
+    pub fn running_socket(&self) -> PathBuf {
+        std::fs::read_to_string(&self.lock)
+            .ok()
+            .and_then(|text| text.lines().nth(1).map(PathBuf::from))
+            .filter(|path| !path.as_os_str().is_empty())
+            .unwrap_or_else(|| self.socket.clone())
     }
 
     /// The log file of one instance.
@@ -162,9 +195,9 @@ impl UpLock {
             match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => lock,
                 Err((mut file, _)) => {
-                    let mut pid = String::new();
-                    let _ = file.read_to_string(&mut pid);
-                    let pid = pid.trim().to_owned();
+                    let mut content = String::new();
+                    let _ = file.read_to_string(&mut content);
+                    let pid = content.lines().next().unwrap_or_default().trim().to_owned();
                     return Err(AlreadyRunning {
                         pid: if pid.is_empty() {
                             "unknown".into()
@@ -177,7 +210,8 @@ impl UpLock {
             };
         lock.set_len(0)?;
         lock.rewind()?;
-        writeln!(lock, "{}", std::process::id())?;
+        // The pid, then the socket: clients with another environment still find it.
+        writeln!(lock, "{}\n{}", std::process::id(), dirs.socket.display())?;
         Ok(UpLock { _lock: lock })
     }
 }

@@ -327,40 +327,42 @@ fn run_command(
     let mut child = command
         .spawn()
         .map_err(|err| format!("cannot run `{}`: {err}", argv[0]))?;
-    let read_all = |stream: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut kept = Vec::new();
-            if let Some(mut stream) = stream {
-                let mut buffer = [0u8; 8192];
-                while let Ok(n) = stream.read(&mut buffer) {
-                    if n == 0 {
-                        break;
-                    }
-                    let room = EXEC_OUTPUT_LIMIT.saturating_sub(kept.len());
-                    kept.extend_from_slice(&buffer[..n.min(room)]);
+    type Buffer = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+    let read_all = |stream: Option<Box<dyn Read + Send>>| -> (Buffer, std::thread::JoinHandle<()>) {
+        let kept: Buffer = Buffer::default();
+        let filling = kept.clone();
+        let reader = std::thread::spawn(move || {
+            let Some(mut stream) = stream else { return };
+            let mut buffer = [0u8; 8192];
+            while let Ok(n) = stream.read(&mut buffer) {
+                if n == 0 {
+                    break;
                 }
+                let mut kept = filling.lock().expect("output lock");
+                let room = EXEC_OUTPUT_LIMIT.saturating_sub(kept.len());
+                kept.extend_from_slice(&buffer[..n.min(room)]);
             }
-            kept
-        })
+        });
+        (kept, reader)
     };
-    let stdout = read_all(
+    let (stdout, stdout_reader) = read_all(
         child
             .stdout
             .take()
             .map(|s| Box::new(s) as Box<dyn Read + Send>),
     );
-    let stderr = read_all(
+    let (stderr, stderr_reader) = read_all(
         child
             .stderr
             .take()
             .map(|s| Box::new(s) as Box<dyn Read + Send>),
     );
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() >= deadline => {
-                let group = nix::unistd::Pid::from_raw(child.id() as i32);
                 let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
                 let _ = child.wait();
                 return Err(format!(
@@ -373,14 +375,19 @@ fn run_command(
             Err(err) => return Err(format!("waiting for `{}` failed: {err}", argv[0])),
         }
     };
+    // Whatever it left running in its group (`cmd &`) would hold the pipes open: end it.
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    // Output still in flight is read until the deadline; a descendant that left the group and
+    // keeps a pipe open does not hold the hook beyond it.
+    while !(stdout_reader.is_finished() && stderr_reader.is_finished()) && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let take = |buffer: &Buffer| std::mem::take(&mut *buffer.lock().expect("output lock"));
     let code = status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    Ok((
-        code,
-        stdout.join().unwrap_or_default(),
-        stderr.join().unwrap_or_default(),
-    ))
+    Ok((code, take(&stdout), take(&stderr)))
 }
 
 /// After an evaluation: every `reef.on(event, name, ...)` must name a declared instance.

@@ -329,6 +329,21 @@ struct Runner {
     spawned_at: f64,
 }
 
+/// Why a gateway could not be spawned; `lasting` when retrying cannot help (no such program).
+struct SpawnError {
+    message: String,
+    lasting: bool,
+}
+
+impl From<String> for SpawnError {
+    fn from(message: String) -> SpawnError {
+        SpawnError {
+            message,
+            lasting: false,
+        }
+    }
+}
+
 /// Whether the task goes on.
 enum Flow {
     Continue,
@@ -404,10 +419,23 @@ impl Runner {
             }
             let process = match self.spawn_child() {
                 Ok(child) => Process::Child(child),
-                Err(message) => {
+                Err(SpawnError {
+                    message,
+                    lasting: true,
+                }) => {
                     tracing::error!(instance = %self.instance.name, "{message}");
                     self.want_running = false;
                     self.set_state(State::Exited, Some(message));
+                    continue;
+                }
+                // Out of processes, files or memory: worth another try, after a backoff.
+                Err(SpawnError {
+                    message,
+                    lasting: false,
+                }) => {
+                    if let Flow::Exit = self.after_failure(message, None).await {
+                        return;
+                    }
                     continue;
                 }
             };
@@ -654,7 +682,7 @@ impl Runner {
         }
     }
 
-    fn spawn_child(&mut self) -> Result<Child, String> {
+    fn spawn_child(&mut self) -> Result<Child, SpawnError> {
         let instance = &self.instance;
         if !instance.state_dir.exists() {
             std::fs::DirBuilder::new()
@@ -715,12 +743,19 @@ impl Runner {
         }
         self.spawned_at = unix_now();
         let child = command.spawn().map_err(|err| {
+            let lasting = matches!(
+                err.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            );
             let hint = if err.kind() == std::io::ErrorKind::NotFound {
                 "; install it or set `command` in the topology"
             } else {
                 ""
             };
-            format!("cannot start `{}`: {err}{hint}", launch.argv[0])
+            SpawnError {
+                message: format!("cannot start `{}`: {err}{hint}", launch.argv[0]),
+                lasting,
+            }
         })?;
         if self.started_once {
             self.update(|status| status.restarts += 1);

@@ -230,27 +230,23 @@ impl Registry {
     /// changed (dependents first; each restarts once its dependencies are ready again), update
     /// the live ones. Unchanged instances are not touched.
     async fn apply(&self, diff: Diff, next: Vec<Instance>) {
-        let (mut handles, specs) = {
+        let (handles, specs) = {
             let running = self.running.read().expect("registry lock");
             (running.handles.clone(), running.specs.clone())
         };
         stop_handles(&handles, &specs, diff.removed.clone()).await;
-        handles.retain(|handle| !diff.removed.contains(&handle.name));
-
-        for instance in dependency_first(&diff.added) {
-            let dependencies = subscriptions(&handles, instance);
-            let log = self.dirs.log(&instance.name);
-            handles.push(instance::spawn(
-                instance.clone(),
-                log,
-                self.context.clone(),
-                dependencies,
-                None,
-            ));
+        {
+            let mut running = self.running.write().expect("registry lock");
+            running
+                .handles
+                .retain(|handle| !diff.removed.contains(&handle.name));
+            running
+                .specs
+                .retain(|spec| !diff.removed.contains(&spec.name));
         }
-        // Changed instances: stop them all first, dependents before their dependencies, then
-        // hand each its new spec in dependency order, so that a dependent restarts only once
-        // its (restarted) dependency is ready again.
+
+        // Changed instances stop first, dependents before their dependencies, so that neither
+        // they nor added instances that depend on them start against an old process.
         let restart_order: Vec<String> = stop_order(
             &next
                 .iter()
@@ -266,12 +262,31 @@ impl Registry {
                 let _ = handle.stop().await;
             }
         }
+
+        for instance in dependency_first(&diff.added) {
+            let dependencies = subscriptions(&self.handles(), instance);
+            let log = self.dirs.log(&instance.name);
+            let handle = instance::spawn(
+                instance.clone(),
+                log,
+                self.context.clone(),
+                dependencies,
+                None,
+            );
+            // Registered at once: a shutdown in the middle of this reload stops it too.
+            let mut running = self.running.write().expect("registry lock");
+            running.handles.push(handle);
+            running.specs.push(instance.clone());
+        }
+
+        // New specs in dependency order: each dependent starts once its dependency is ready.
         for name in restart_order.iter().rev() {
             let instance = diff
                 .changed
                 .iter()
                 .find(|i| &i.name == name)
                 .expect("from the diff");
+            let handles = self.handles();
             if let Some(handle) = handles.iter().find(|h| &h.name == name) {
                 handle
                     .respec(instance.clone(), subscriptions(&handles, instance), true)
@@ -279,15 +294,17 @@ impl Registry {
             }
         }
         for instance in &diff.live {
+            let handles = self.handles();
             if let Some(handle) = handles.iter().find(|h| h.name == instance.name) {
                 handle
                     .respec(instance.clone(), subscriptions(&handles, instance), false)
                     .await;
             }
         }
-        handles.sort_by_key(|handle| next.iter().position(|i| i.name == handle.name));
         let mut running = self.running.write().expect("registry lock");
-        running.handles = handles;
+        running
+            .handles
+            .sort_by_key(|handle| next.iter().position(|i| i.name == handle.name));
         running.specs = next;
     }
 }
@@ -508,14 +525,15 @@ async fn reload_forever(
     mut file_changes: mpsc::Receiver<()>,
     mut requests: mpsc::Receiver<ReloadRequest>,
 ) {
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot watch SIGHUP; `reef reload` still works");
-        return;
-    };
+    let mut hangup = signal(SignalKind::hangup())
+        .inspect_err(|err| {
+            tracing::warn!("cannot watch SIGHUP ({err}); `reef reload` and file changes still work")
+        })
+        .ok();
     loop {
         let (script, apply, reply) = tokio::select! {
             Some(()) = file_changes.recv() => (None, true, None),
-            Some(_) = hangup.recv() => (None, true, None),
+            Some(_) = async { hangup.as_mut()?.recv().await }, if hangup.is_some() => (None, true, None),
             Some(request) = requests.recv() => (request.script, request.apply, Some(request.reply)),
             else => return,
         };

@@ -147,8 +147,8 @@ async fn send(
         .await
         .map_err(|err| format!("request failed: {err}"))?;
     let status = response.status().as_u16();
-    let body = response
-        .into_body()
+    // A probe answer is a few bytes of JSON; anything huge is not one.
+    let body = http_body_util::Limited::new(response.into_body(), 64 * 1024)
         .collect()
         .await
         .map_err(|err| format!("reading the answer failed: {err}"))?
