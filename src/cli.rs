@@ -167,7 +167,7 @@ pub struct UpArgs {
     #[arg(
         long,
         value_name = "MS",
-        default_value_t = 75,
+        default_value_t = crate::watch::DEFAULT_DEBOUNCE.as_millis() as u64,
         env = "REEF_DEBOUNCE_MS"
     )]
     pub debounce_ms: u64,

@@ -2,8 +2,10 @@
 //!
 //! A topology is identified by its script's canonical path. Its directory,
 //! `$XDG_STATE_HOME/reef/<stem>-<hash>` (default `~/.local/state/reef/...`), holds the
-//! `up.lock` that makes `reef up` unique per topology and the per-instance logs under `logs/`.
-//! The control socket lives in `$XDG_RUNTIME_DIR/reef/` when that is set, else beside the lock.
+//! `up.lock` that makes `reef up` unique per topology (it names the running reef's pid and
+//! socket), the `ledger.json` of its gateway processes, and the per-instance logs under `logs/`.
+//! The control socket lives in `$XDG_RUNTIME_DIR/reef/` when that is set, else beside the lock
+//! (or, when that path is too long for a socket, in a private directory under the temp dir).
 //! Directories are created 0700: the socket controls gateways.
 
 use std::collections::BTreeMap;

@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`cli`]: the command line, clap definitions only.
 //! - [`commands`]: one function per verb; the only place that prints.
-//! - [`lua`]: evaluates a topology script in a fresh, limited VM and records every file it loads.
+//! - [`lua`]: evaluates a topology script in a fresh, limited VM and records every file it loads;
+//!   its `automation` part holds the hooks, timers and actions.
 //! - [`topology`]: plain data: what a script declared and the instances it resolves to.
 //! - [`profile`]: OpenClaw's profile rules (paths, service names, the hashed port).
 //! - [`ports`]: footprints `[B, B+110]`, overlap checks and pools.
@@ -24,8 +25,9 @@
 //! - [`reconcile`]: the diff from the running topology to a new plan (hot reload).
 //! - [`watch`]: notify events on the script's files, debounced into reload requests.
 //!
-//! The core (`topology`, `profile`, `ports`, `validate`) is pure: no Lua, no async runtime, no
-//! filesystem. The Lua layer turns a script into a `Topology`; everything after works on data.
+//! The core (`topology`, `profile`, `ports`, `validate`, `reconcile`, `export`) is pure: no Lua,
+//! no async runtime, no filesystem. The Lua layer turns a script into a `Topology` (and, inside
+//! `reef up`, keeps the VM to run its hooks); everything after works on data.
 
 pub mod cli;
 pub mod commands;

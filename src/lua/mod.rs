@@ -1,14 +1,20 @@
 //! Evaluating a topology script.
 //!
-//! Every evaluation builds a fresh Lua 5.4 VM ([`evaluate`]): a sandbox without `io`, file
-//! loading or process control, a memory limit and an instruction budget enforced by a hook, so an
-//! endless loop or a memory bomb fails the evaluation with a clear error instead of hanging reef.
-//! The `reef` module is registered one namespace per file ([`gateway`], [`ports`], [`host`]);
-//! [`loader`] replaces `require` so that sibling modules and the modules shipped in `scripts/`
-//! load, and records every file it read (the watch set for hot reload), even when the
-//! evaluation fails.
+//! Every evaluation builds a fresh Lua 5.4 VM ([`evaluate`]): a sandbox without `io`, `debug`,
+//! file loading (`dofile`, `loadfile`) or process control (`os.execute`, `os.exit`), text chunks
+//! only (no bytecode), `print` to stderr, a memory limit, and an instruction and time budget
+//! enforced by a hook. Pattern matching runs in C where the hook cannot reach, so patterns whose
+//! backtracking could run for minutes are refused up front. An endless loop or a memory bomb
+//! fails the evaluation with file and line instead of hanging reef.
 //!
-//! Script state lives in the VM's app data ([`EvalState`]); Lua only ever sees plain tables and
+//! The `reef` module is registered one namespace per file (`gateway`, `ports`, `host`,
+//! [`automation`]); unknown members raise with a "did you mean". `loader` replaces `require`
+//! so that sibling modules and the modules shipped in `scripts/` load, and records every file it
+//! read (and where missing modules would be): the watch set for hot reload, even when the
+//! evaluation fails. [`evaluate_keeping_vm`] keeps the VM of a good evaluation as an
+//! [`automation::Automaton`] that runs the script's hooks inside `reef up`.
+//!
+//! Script state lives in the VM's app data (`EvalState`); Lua only ever sees plain tables and
 //! read-only views.
 
 pub mod automation;

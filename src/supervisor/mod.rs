@@ -1,13 +1,19 @@
 //! `reef up`: supervising a topology's gateways in the foreground.
 //!
-//! [`run`] starts one task per instance ([`instance`]); each waits for its dependencies to be
-//! ready before spawning. A control server answers `reef status|start|stop|restart` on the
-//! topology's Unix socket. SIGINT or SIGTERM stops every gateway in reverse dependency order
-//! (dependents first) and returns.
+//! [`run`] first reads the previous reef's [`ledger`] and adopts every gateway it can prove is
+//! its own (same pid and start time, same spec), stopping leftovers whose spec changed. Then one
+//! task per instance ([`instance`]) waits for its dependencies to be ready, spawns (or keeps the
+//! adopted process), probes and restarts. Around them:
+//! - a control server ([`crate::control`]) answers `reef status|start|stop|restart|reload|diff|down`;
+//! - a reload task owns the file watcher: each change (debounced), SIGHUP or `reef reload`
+//!   evaluates the script in a fresh VM and applies the [`crate::reconcile`] diff, restarting
+//!   only changed instances;
+//! - a thread ([`automation`]) owns the script's Lua VM and runs its hooks and timers;
+//! - log rotation and, on a terminal, a progress line.
 //!
-//! Gateways run in their own sessions with output straight to their log files, so nothing ties
-//! them to reef's terminal or pipes; the log files are rotated here by copy-and-truncate, which
-//! never blocks a writer.
+//! SIGINT, SIGTERM or `reef down` stops every gateway in reverse dependency order and returns.
+//! Gateways run in their own sessions with output straight to their log files, so they outlive a
+//! crashed reef and the next one adopts them.
 
 pub mod automation;
 pub mod backoff;
