@@ -92,34 +92,72 @@ pub fn unix_now() -> f64 {
         .unwrap_or_default()
 }
 
-/// A handle that becomes readable when a process exits, for processes that are not our
-/// children (an adopted gateway). Linux 5.3 or newer.
+/// Waits for the exit of a process that is not our child (an adopted gateway): through a pidfd
+/// (Linux 5.3 or newer), else by polling its identity.
 pub struct ExitWatch {
-    fd: AsyncFd<OwnedFd>,
+    how: Watching,
 }
 
+enum Watching {
+    Pidfd(AsyncFd<OwnedFd>),
+    /// No pidfd (Linux before 5.3, or a seccomp profile that forbids it): poll the process's
+    /// identity instead.
+    Polling {
+        pid: u32,
+        start_ticks: u64,
+    },
+}
+
+/// How often a polled process is checked.
+const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl ExitWatch {
+    /// Watches `pid`; fails only if the process is already gone.
     pub fn open(pid: u32) -> std::io::Result<ExitWatch> {
-        let raw_pid =
-            libc::pid_t::try_from(pid).map_err(|_| std::io::Error::other("pid out of range"))?;
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw_pid, 0) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
+        match open_pidfd(pid) {
+            Ok(fd) => Ok(ExitWatch {
+                how: Watching::Pidfd(fd),
+            }),
+            Err(err) if err.raw_os_error() == Some(libc::ESRCH) => Err(err),
+            Err(_) => {
+                let start_ticks = start_time(pid)
+                    .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))?;
+                Ok(ExitWatch {
+                    how: Watching::Polling { pid, start_ticks },
+                })
+            }
         }
-        // SAFETY: the syscall returned a fresh fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open for its whole life.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-            .map_err(|err| std::io::Error::other(err.to_string()))?;
-        Ok(ExitWatch { fd })
     }
 
     /// Resolves once the process has exited.
     pub async fn exited(&self) {
-        // A pidfd turns readable when the process exits, and stays so.
-        let _ = self.fd.readable().await;
+        match &self.how {
+            // A pidfd turns readable when the process exits, and stays so.
+            Watching::Pidfd(fd) => {
+                let _ = fd.readable().await;
+            }
+            Watching::Polling { pid, start_ticks } => {
+                while is_same_process(*pid, *start_ticks) {
+                    tokio::time::sleep(POLL_EVERY).await;
+                }
+            }
+        }
     }
+}
+
+fn open_pidfd(pid: u32) -> std::io::Result<AsyncFd<OwnedFd>> {
+    let raw_pid =
+        libc::pid_t::try_from(pid).map_err(|_| std::io::Error::other("pid out of range"))?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw_pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a fresh fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open for its whole life.
+    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|err| std::io::Error::other(err.to_string()))
 }
 
 #[cfg(test)]
