@@ -332,7 +332,32 @@ fn dirs_of(script: &std::path::Path) -> Result<TopologyDirs> {
     TopologyDirs::for_script(script, &process_env())
 }
 
+/// Sends a request to the reef running `script`; a refusal is an error.
 fn ask(script: &std::path::Path, request: &Request) -> Result<control::Response> {
+    let response = ask_raw(script, request)?;
+    if !response.ok {
+        anyhow::bail!(
+            "{}",
+            response
+                .message
+                .unwrap_or_else(|| "reef refused the request".into())
+        );
+    }
+    Ok(response)
+}
+
+/// A reload or diff the running reef could not evaluate: the script's error, exit 2.
+fn evaluation_refused(response: &control::Response) -> Exit {
+    let message = response
+        .message
+        .as_deref()
+        .unwrap_or("the script could not be evaluated");
+    eprintln!("{} {message}", Style::for_stderr().error("error:"));
+    Exit::ScriptError
+}
+
+/// Sends a request to the reef running `script`.
+fn ask_raw(script: &std::path::Path, request: &Request) -> Result<control::Response> {
     let dirs = dirs_of(script)?;
     let response = control::request(&dirs.running_socket(), request).map_err(|err| match err {
         control::ClientError::NotRunning(_) => anyhow::anyhow!(
@@ -343,14 +368,6 @@ fn ask(script: &std::path::Path, request: &Request) -> Result<control::Response>
         ),
         other => anyhow::anyhow!(other),
     })?;
-    if !response.ok {
-        anyhow::bail!(
-            "{}",
-            response
-                .message
-                .unwrap_or_else(|| "reef refused the request".into())
-        );
-    }
     Ok(response)
 }
 
@@ -522,7 +539,10 @@ fn down(args: ScriptArg) -> Result<Exit> {
 }
 
 fn reload(args: ScriptArg) -> Result<Exit> {
-    let response = ask(&args.script, &Request::Reload)?;
+    let response = ask_raw(&args.script, &Request::Reload)?;
+    if !response.ok {
+        return Ok(evaluation_refused(&response));
+    }
     println!(
         "reloaded: {}",
         response.message.unwrap_or_else(|| "done".into())
@@ -531,7 +551,10 @@ fn reload(args: ScriptArg) -> Result<Exit> {
 }
 
 fn diff(args: DiffArgs) -> Result<Exit> {
-    let response = ask(&args.script.script, &Request::Diff)?;
+    let response = ask_raw(&args.script.script, &Request::Diff)?;
+    if !response.ok {
+        return Ok(evaluation_refused(&response));
+    }
     let diff = response.diff.context("reef sent no diff")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&diff)?);
