@@ -228,7 +228,7 @@ fn status(lua: &Lua, (): ()) -> mlua::Result<Value> {
             .map(|attachment| (attachment.status)())
     };
     match snapshot {
-        Some(snapshot) => lua.to_value(&snapshot),
+        Some(snapshot) => to_lua(lua, &snapshot),
         None => Err(misuse(
             lua,
             "reef.status() describes running gateways: call it from a hook".into(),
@@ -248,6 +248,15 @@ fn log_line(lua: &Lua, level: tracing::Level, message: Value) -> mlua::Result<()
         _ => tracing::info!(script = %at, "{text}"),
     }
     Ok(())
+}
+
+/// Plain data for Lua: absent values (JSON null) become nil, not a null userdata that would
+/// count as true in `if e.code then`.
+fn to_lua(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
+    let options = mlua::serde::SerializeOptions::new()
+        .serialize_none_to_null(false)
+        .serialize_unit_to_null(false);
+    lua.to_value_with(value, options)
 }
 
 /// `reef.exec{ "cmd", "arg", timeout = 10, env = {...}, cwd = "..." }` -> code, stdout, stderr,
@@ -281,6 +290,12 @@ fn exec(lua: &Lua, spec: Value) -> mlua::Result<(Value, Value, Value)> {
         .get::<Option<BTreeMap<String, String>>>("env")?
         .unwrap_or_default();
     let cwd: Option<String> = spec.get("cwd")?;
+    if state(lua).attachment.is_none() {
+        return Err(misuse(
+            lua,
+            "reef.exec runs programs: call it from a hook (reef.on, reef.every, reef.after); evaluating a topology has no effects".into(),
+        ));
+    }
 
     let started = Instant::now();
     let outcome = run_command(
@@ -508,7 +523,7 @@ impl Automaton {
             .filter_map(|hook| Some((hook.get("fn").ok()?, hook.get("where").ok()?)))
             .collect();
         for (function, place) in matching {
-            let argument = match self.lua.to_value(event) {
+            let argument = match to_lua(&self.lua, event) {
                 Ok(value) => value,
                 Err(err) => {
                     tracing::error!("cannot pass the {kind} event to the hook at {place}: {err}");
