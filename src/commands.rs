@@ -496,8 +496,21 @@ fn down(args: ScriptArg) -> Result<Exit> {
         Err(err) => return Err(err.into()),
     }
     // No reef runs this topology: stop what its ledger proves is ours.
-    let _lock = UpLock::acquire(&dirs)
-        .context("a reef holds this topology but its control socket does not answer")?;
+    if !dirs.ledger.exists() {
+        println!(
+            "nothing to stop: no reef runs {} and it has no ledger of gateways",
+            script.display()
+        );
+        return Ok(Exit::Success);
+    }
+    let _lock = UpLock::acquire(&dirs).map_err(|err| match err.downcast::<crate::layout::AlreadyRunning>() {
+        Ok(running) => anyhow::anyhow!(
+            "reef pid {} holds this topology but its control socket ({}) does not answer; stop that process first",
+            running.pid,
+            dirs.running_socket().display()
+        ),
+        Err(other) => other,
+    })?;
     let entries = crate::supervisor::ledger::Ledger::read(&dirs.ledger)
         .map_err(|err| anyhow::anyhow!("{err}; nothing was stopped"))?;
     if entries.is_empty() {
