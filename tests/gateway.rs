@@ -8,24 +8,17 @@
 //! `OPENCLAW_CONFIG_PATH`, on base ports of its own (see [`Footprint`]), under a guard that ends
 //! it even when the test panics. Tests wait for the port to answer, never for a fixed time.
 
-use std::fs::File;
+mod common;
+
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
-/// How often a condition is checked.
-const POLL: Duration = Duration::from_millis(50);
-/// How long a condition may take before the test fails.
-const DEADLINE: Duration = Duration::from_secs(30);
-/// How long the gateway may take to stop after SIGTERM before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(15);
+use common::{DEADLINE, Footprint, POLL, PortRange, Proc, port_is_free, reef};
+
 /// How long the gateway may take to exit on SIGTERM/SIGINT (its contract: within a second).
 const SIGNAL_EXIT: Duration = Duration::from_secs(5);
 
@@ -33,164 +26,21 @@ const SIGNAL_EXIT: Duration = Duration::from_secs(5);
 const EXIT_PORT_IN_USE: i32 = 1;
 const EXIT_CONFIG: i32 = 78;
 
-/// Environment variables that would leak the developer's setup into a test.
-const SCRUBBED_VARS: &[&str] = &[
-    "XDG_RUNTIME_DIR",
-    "XDG_STATE_HOME",
-    "OPENCLAW_HOME",
-    "OPENCLAW_PROFILE",
-    "OPENCLAW_STATE_DIR",
-    "OPENCLAW_CONFIG_PATH",
-    "OPENCLAW_GATEWAY_PORT",
-    "REEF_SCRIPT",
-    "RUST_LOG",
-];
+/// Base ports: the range of `tests/up.rs`; the claim files coordinate the two binaries.
+const PORTS: PortRange = PortRange::new(20_000, 32_000, 200);
 
-// ---------------------------------------------------------------------------------------------
-// Ports: one footprint per claim, never shared with a parallel test or test binary.
-// (The same scheme as tests/up.rs; the claim files coordinate the two binaries.)
-
-const PORTS_FROM: u32 = 20_000;
-const PORTS_TO: u32 = 32_000;
-const PORT_STEP: u32 = 200;
-const PORT_SLOTS: u32 = (PORTS_TO - PORTS_FROM) / PORT_STEP;
-
-static NEXT_SLOT: AtomicU32 = AtomicU32::new(0);
-
-/// A base port claimed for one test, with its footprint `[base, base+110]`. The claim is a
-/// flock on a file named after the port in a shared temp directory, so test binaries running
-/// at the same time skip each other's ports; the kernel drops it when the claim is dropped or
-/// the process ends.
-struct Footprint {
-    base: u16,
-    _claim: Flock<File>,
-}
-
-impl Footprint {
-    /// Claims the next free footprint. Each process starts at its own offset (from its pid),
-    /// and a port whose gateway or browser-control port is in use is skipped.
-    fn claim() -> Footprint {
-        let dir = std::env::temp_dir().join("reef-tests-ports");
-        std::fs::create_dir_all(&dir).expect("the port claim directory can be created");
-        let offset = std::process::id().wrapping_mul(17) % PORT_SLOTS;
-        for _ in 0..PORT_SLOTS * 2 {
-            let slot = (offset + NEXT_SLOT.fetch_add(1, Ordering::Relaxed)) % PORT_SLOTS;
-            let base = u16::try_from(PORTS_FROM + slot * PORT_STEP).expect("ports fit in u16");
-            let file = File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(dir.join(format!("{base}.lock")))
-                .expect("a port claim file can be opened");
-            let Ok(claim) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
-                continue;
-            };
-            if port_is_free(base) && port_is_free(base + 2) {
-                return Footprint {
-                    base,
-                    _claim: claim,
-                };
-            }
-        }
-        panic!("no free footprint in {PORTS_FROM}..{PORTS_TO}");
-    }
-}
-
-fn port_is_free(port: u16) -> bool {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+fn claim() -> Footprint {
+    Footprint::claim_in(&PORTS)
 }
 
 // ---------------------------------------------------------------------------------------------
-// The gateway process.
-
-/// A `reef gateway` this test started, its output captured in files. Dropping it ends it:
-/// SIGTERM, then SIGKILL after [`STOP_GRACE`].
-struct Proc {
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-    status: Option<ExitStatus>,
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn signal(&self, signal: Signal) {
-        let pid = Pid::from_raw(i32::try_from(self.pid()).expect("pids fit in i32"));
-        kill(pid, signal).unwrap_or_else(|err| panic!("cannot send {signal}: {err}"));
-    }
-
-    fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().expect("try_wait works");
-        }
-        self.status
-    }
-
-    fn wait_within(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.try_status() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
-    /// The exit code within `limit`; panics if it does not end or dies of a signal.
-    fn exit_code_within(&mut self, limit: Duration) -> i32 {
-        match self.wait_within(limit) {
-            Some(status) => status.code().unwrap_or_else(|| {
-                panic!("the gateway died of a signal ({status}){}", self.output())
-            }),
-            None => panic!("the gateway did not exit within {limit:?}{}", self.output()),
-        }
-    }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn output(&self) -> String {
-        format!(
-            "\n--- gateway stdout:\n{}\n--- gateway stderr:\n{}",
-            self.stdout(),
-            self.stderr()
-        )
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.try_status().is_some() {
-            return;
-        }
-        if let Ok(pid) = i32::try_from(self.pid()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        if self.wait_within(STOP_GRACE).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+// The gateway process (a [`Proc`]: its output in files, ended when dropped).
 
 /// A temp dir with HOME, a state dir and the config path inside it.
 struct Sandbox {
     tmp: tempfile::TempDir,
     state_dir: PathBuf,
 }
-
-static NEXT_OUTPUT: AtomicU32 = AtomicU32::new(0);
 
 impl Sandbox {
     fn new() -> Sandbox {
@@ -224,32 +74,17 @@ impl Sandbox {
 
     /// Starts `reef gateway --port PORT ARGS` with HOME in the sandbox and `vars` set.
     fn spawn(&self, port: u16, args: &[&str], vars: &[(&str, &Path)]) -> Proc {
-        let n = NEXT_OUTPUT.fetch_add(1, Ordering::Relaxed);
-        let stdout = self.tmp.path().join(format!("gateway-{n}.stdout"));
-        let stderr = self.tmp.path().join(format!("gateway-{n}.stderr"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_reef"));
-        command
-            .args(["gateway", "--port", &port.to_string()])
-            .args(args)
-            .current_dir(self.tmp.path())
-            .env("HOME", self.tmp.path())
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(File::create(&stdout).expect("stdout file"))
-            .stderr(File::create(&stderr).expect("stderr file"));
-        for var in SCRUBBED_VARS {
-            command.env_remove(var);
-        }
+        let port = port.to_string();
+        let mut command = reef(
+            &["gateway", "--port", &port],
+            self.tmp.path(),
+            self.tmp.path(),
+        );
+        command.args(args);
         for (key, value) in vars {
             command.env(key, value);
         }
-        let child = command.spawn().expect("reef gateway starts");
-        Proc {
-            child,
-            stdout,
-            stderr,
-            status: None,
-        }
+        Proc::spawn(command, self.tmp.path(), "gateway")
     }
 }
 
@@ -355,7 +190,7 @@ fn wait_for_200(gateway: &mut Proc, port: u16, path: &str) -> Answer {
 
 #[test]
 fn probes_answer_with_json_bodies() {
-    let port = Footprint::claim();
+    let port = claim();
     let sandbox = Sandbox::new();
     let mut gateway = sandbox.gateway(port.base, &[]);
     first_answer(&mut gateway, port.base, "/healthz");
@@ -398,7 +233,7 @@ fn probes_answer_with_json_bodies() {
 
 #[test]
 fn readiness_and_startup_answer_503_until_the_startup_delay_has_passed() {
-    let port = Footprint::claim();
+    let port = claim();
     let sandbox = Sandbox::new();
     let spawned = Instant::now();
     let mut gateway = sandbox.gateway(port.base, &["--startup-delay", "2"]);
@@ -428,7 +263,7 @@ fn readiness_and_startup_answer_503_until_the_startup_delay_has_passed() {
 
 #[test]
 fn other_methods_get_405_and_unknown_paths_a_page_that_is_not_json() {
-    let port = Footprint::claim();
+    let port = claim();
     let sandbox = Sandbox::new();
     let mut gateway = sandbox.gateway(port.base, &[]);
     first_answer(&mut gateway, port.base, "/healthz");
@@ -465,7 +300,7 @@ fn other_methods_get_405_and_unknown_paths_a_page_that_is_not_json() {
 
 #[test]
 fn browser_control_answers_two_ports_up() {
-    let port = Footprint::claim();
+    let port = claim();
     let sandbox = Sandbox::new();
     let mut gateway = sandbox.gateway(port.base, &[]);
     first_answer(&mut gateway, port.base, "/healthz");
@@ -481,7 +316,7 @@ fn browser_control_answers_two_ports_up() {
 
 #[test]
 fn a_second_gateway_on_the_same_state_dir_exits_78_naming_the_first() {
-    let (first_port, second_port) = (Footprint::claim(), Footprint::claim());
+    let (first_port, second_port) = (claim(), claim());
     let sandbox = Sandbox::new();
     let mut first = sandbox.gateway(first_port.base, &[]);
     first_answer(&mut first, first_port.base, "/healthz");
@@ -507,7 +342,7 @@ fn a_second_gateway_on_the_same_state_dir_exits_78_naming_the_first() {
 
 #[test]
 fn another_state_dir_is_not_locked_out() {
-    let (first_port, second_port) = (Footprint::claim(), Footprint::claim());
+    let (first_port, second_port) = (claim(), claim());
     let sandbox = Sandbox::new();
     let other_state = sandbox.tmp.path().join("other-state");
     std::fs::create_dir(&other_state).unwrap();
@@ -519,7 +354,7 @@ fn another_state_dir_is_not_locked_out() {
 
 #[test]
 fn an_invalid_json5_config_exits_78() {
-    let port = Footprint::claim();
+    let port = claim();
     let sandbox = Sandbox::new();
     std::fs::write(sandbox.config_path(), "{ gateway: ").unwrap();
     let mut gateway = sandbox.gateway(port.base, &[]);
@@ -545,7 +380,7 @@ fn an_invalid_json5_config_exits_78() {
 /// or profile is named too.
 #[test]
 fn an_invalid_config_at_openclaw_config_path_exits_78_without_a_state_dir() {
-    let port = Footprint::claim();
+    let port = claim();
     let sandbox = Sandbox::new();
     let config = sandbox.tmp.path().join("elsewhere.json");
     std::fs::write(&config, "{ gateway: ").unwrap();
@@ -576,7 +411,7 @@ fn an_invalid_config_at_openclaw_config_path_exits_78_without_a_state_dir() {
 
 #[test]
 fn a_json5_config_with_comments_and_trailing_commas_is_accepted() {
-    let port = Footprint::claim();
+    let port = claim();
     let sandbox = Sandbox::new();
     std::fs::write(
         sandbox.config_path(),
@@ -594,7 +429,7 @@ fn a_json5_config_with_comments_and_trailing_commas_is_accepted() {
 // Signals and ports.
 
 fn exits_0_on(signal: Signal) {
-    let port = Footprint::claim();
+    let port = claim();
     let sandbox = Sandbox::new();
     let mut gateway = sandbox.gateway(port.base, &[]);
     first_answer(&mut gateway, port.base, "/healthz");
@@ -625,7 +460,7 @@ fn sigint_exits_0_and_frees_the_ports() {
 
 #[test]
 fn a_port_held_by_a_listener_exits_1() {
-    let port = Footprint::claim();
+    let port = claim();
     let sandbox = Sandbox::new();
     let _listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port.base)).expect("bind");
     let mut gateway = sandbox.gateway(port.base, &[]);
@@ -644,7 +479,7 @@ fn a_port_held_by_a_listener_exits_1() {
 
 #[test]
 fn a_browser_control_port_held_by_a_listener_exits_1() {
-    let port = Footprint::claim();
+    let port = claim();
     let sandbox = Sandbox::new();
     let _listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port.base + 2)).expect("bind");
     let mut gateway = sandbox.gateway(port.base, &[]);

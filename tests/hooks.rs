@@ -9,7 +9,7 @@
 //! Hooks are observed through files: every script starts with a prelude defining
 //! `note(text)`, which appends a line to the sandbox's `events.log` with `reef.exec` (so the
 //! line is written before the next hook runs). Tests poll that file (and `reef status --json`,
-//! and reef up's stderr for its log) every 40 ms with a 30 s deadline, and panic with all three.
+//! and reef up's stderr for its log) every 50 ms with a 30 s deadline, and panic with all three.
 //!
 //! Every test runs in its own temporary HOME (so its own state dirs, logs and control socket)
 //! with base ports of its own (see [`Footprint`]), and runs `reef up` in the background under an
@@ -17,230 +17,34 @@
 //! it showed) even when the test panics. Nothing sleeps for a fixed time where a state can be
 //! awaited; checks that something did *not* happen first wait for a later positive signal.
 
-use std::collections::BTreeSet;
-use std::fs::File;
+mod common;
+
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-/// How often a condition is checked.
-const POLL: Duration = Duration::from_millis(40);
-/// How long a condition may take before the test fails.
-const DEADLINE: Duration = Duration::from_secs(30);
-/// How long a process may take to stop after SIGTERM before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(15);
+use common::*;
 
 /// `reef plan`'s exit code for a script that cannot be evaluated.
 const EXIT_SCRIPT_ERROR: i32 = 2;
 
-/// Environment variables that would leak the developer's setup into a test.
-const SCRUBBED_VARS: &[&str] = &[
-    "XDG_RUNTIME_DIR",
-    "XDG_STATE_HOME",
-    "OPENCLAW_HOME",
-    "OPENCLAW_PROFILE",
-    "OPENCLAW_STATE_DIR",
-    "OPENCLAW_CONFIG_PATH",
-    "OPENCLAW_GATEWAY_PORT",
-    "REEF_SCRIPT",
-    "REEF_DEBOUNCE_MS",
-    "RUST_LOG",
-];
-
-// ---------------------------------------------------------------------------------------------
-// Ports: one footprint per claim, never shared with a parallel test or test binary.
-
-/// Base ports are handed out from `PORTS_FROM..PORTS_TO` (this binary's range, below the other
-/// test binaries' ranges and far from Linux's ephemeral ports) in steps of `PORT_STEP`, which
-/// holds one footprint (111 ports) with a little room to spare. Every base port is odd (an odd
-/// start, an even step), so the gateway and browser-control ports are odd too.
-const PORTS_FROM: u32 = 2_000;
-const PORTS_TO: u32 = 9_900;
-const PORT_STEP: u32 = 126;
-const PORT_SLOTS: u32 = (PORTS_TO - PORTS_FROM - 111) / PORT_STEP;
-
-static NEXT_SLOT: AtomicU32 = AtomicU32::new(0);
-
-/// A base port claimed for one test, with its footprint `[base, base+110]`. The claim is a
-/// flock on a file named after the port in a shared temp directory, so test binaries running
-/// at the same time skip each other's ports; the kernel drops it when the claim is dropped or
-/// the process ends.
-struct Footprint {
-    base: u16,
-    _claim: Flock<File>,
-}
-
-impl Footprint {
-    /// Claims the next free footprint. Each process starts at its own offset (from its pid),
-    /// and a port whose gateway or browser-control port is in use is skipped.
-    fn claim() -> Footprint {
-        let dir = std::env::temp_dir().join("reef-tests-ports");
-        std::fs::create_dir_all(&dir).expect("the port claim directory can be created");
-        let offset = std::process::id().wrapping_mul(17) % PORT_SLOTS;
-        for _ in 0..PORT_SLOTS * 2 {
-            let slot = (offset + NEXT_SLOT.fetch_add(1, Ordering::Relaxed)) % PORT_SLOTS;
-            let base = u16::try_from(PORTS_FROM + 1 + slot * PORT_STEP).expect("ports fit in u16");
-            let file = File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(dir.join(format!("{base}.lock")))
-                .expect("a port claim file can be opened");
-            let Ok(claim) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
-                continue;
-            };
-            if port_is_free(base) && port_is_free(base + 2) {
-                return Footprint {
-                    base,
-                    _claim: claim,
-                };
-            }
-        }
-        panic!("no free footprint in {PORTS_FROM}..{PORTS_TO}");
-    }
-}
-
-fn port_is_free(port: u16) -> bool {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
-}
+/// Base ports are handed out from 2000..9900 (this binary's range, below the other test
+/// binaries' ranges and far from Linux's ephemeral ports) in steps of 126, which hold one
+/// footprint (111 ports) with a little room to spare. Every base port is odd (an odd start, an
+/// even step), so the gateway and browser-control ports are odd too.
+const PORTS: PortRange = PortRange::odd(2_000, 9_900, 126);
 
 /// `n` footprints.
 fn claim<const N: usize>() -> [Footprint; N] {
-    std::array::from_fn(|_| Footprint::claim())
+    Footprint::claim_n(&PORTS)
 }
 
 // ---------------------------------------------------------------------------------------------
-// Processes started by the tests.
-
-static NEXT_OUTPUT: AtomicU32 = AtomicU32::new(0);
-
-/// A process a test started, its stdout and stderr captured in files (never a pipe nobody
-/// reads). Dropping it ends it: SIGTERM, then SIGKILL after [`STOP_GRACE`].
-struct Proc {
-    child: Child,
-    label: String,
-    stdout: PathBuf,
-    stderr: PathBuf,
-    status: Option<ExitStatus>,
-}
-
-impl Proc {
-    fn spawn(mut command: Command, outputs: &Path, label: &str) -> Proc {
-        let n = NEXT_OUTPUT.fetch_add(1, Ordering::Relaxed);
-        let stem = format!("{n}-{}", label.replace(' ', "-"));
-        let stdout = outputs.join(format!("{stem}.stdout"));
-        let stderr = outputs.join(format!("{stem}.stderr"));
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(File::create(&stdout).expect("stdout file"))
-            .stderr(File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {label}: {err}"));
-        Proc {
-            child,
-            label: label.to_owned(),
-            stdout,
-            stderr,
-            status: None,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn signal(&self, signal: Signal) {
-        send_signal(self.pid(), signal);
-    }
-
-    /// The exit status, if the process has ended.
-    fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().expect("try_wait works");
-        }
-        self.status
-    }
-
-    /// Waits up to `limit` for the process to end.
-    fn wait_within(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.try_status() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
-    /// Waits up to [`DEADLINE`] for the exit code; panics if it does not end or dies of a signal.
-    fn exit_code(&mut self) -> i32 {
-        match self.wait_within(DEADLINE) {
-            Some(status) => status.code().unwrap_or_else(|| {
-                panic!(
-                    "{} died of a signal ({status}){}",
-                    self.label,
-                    self.output()
-                )
-            }),
-            None => panic!(
-                "{} did not exit within {DEADLINE:?}{}",
-                self.label,
-                self.output()
-            ),
-        }
-    }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Both outputs, for failure messages.
-    fn output(&self) -> String {
-        format!(
-            "\n--- {} stdout:\n{}\n--- {} stderr:\n{}",
-            self.label,
-            self.stdout(),
-            self.label,
-            self.stderr()
-        )
-    }
-
-    /// Ends the process if it still runs; false if it had to be killed.
-    fn end(&mut self) -> bool {
-        if self.try_status().is_some() {
-            return true;
-        }
-        if let Ok(pid) = i32::try_from(self.pid()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        if self.wait_within(STOP_GRACE).is_some() {
-            return true;
-        }
-        let _ = self.child.kill();
-        self.status = self.child.wait().ok();
-        false
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.end();
-    }
-}
+// Processes and topologies (see also `tests/common`).
 
 fn send_signal(pid: u32, signal: Signal) {
     let raw = Pid::from_raw(i32::try_from(pid).expect("pids fit in i32"));
@@ -273,45 +77,6 @@ impl Drop for Frozen {
     }
 }
 
-/// The finished run of a one-shot command.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout:\n{}\n--- stderr:\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Topologies.
-
-/// A Lua string literal for ASCII `text` (Rust's escapes of `"` and `\` are Lua's too).
-fn lua_string(text: &str) -> String {
-    format!("{text:?}")
-}
-
-/// One `reef.gateway { ... }` line: profile `name`, `port` and `extra` fields (Lua, may be
-/// empty).
-fn gateway(name: &str, port: u16, extra: &str) -> String {
-    let extra = if extra.is_empty() {
-        String::new()
-    } else {
-        format!(", {extra}")
-    };
-    format!(
-        "reef.gateway {{ profile = {}, port = {port}{extra} }}\n",
-        lua_string(name)
-    )
-}
-
 /// The 1-based number of the first line of `text` that contains `marker`.
 fn line_of(text: &str, marker: &str) -> usize {
     text.lines()
@@ -321,40 +86,13 @@ fn line_of(text: &str, marker: &str) -> usize {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A test's sandbox: temp HOME, script, the hooks' events file.
-
-struct Sandbox {
-    /// Holds everything; removed on drop (after the guards that use it).
-    tmp: tempfile::TempDir,
-    home: PathBuf,
-    script: PathBuf,
-    outputs: PathBuf,
-    events: PathBuf,
-}
+// A test's sandbox and `reef up` (see `tests/common`), with the hooks' events file.
 
 impl Sandbox {
-    /// An empty sandbox; write its script with [`Sandbox::write_script`].
-    fn new() -> Sandbox {
-        let tmp = tempfile::tempdir().expect("a temp dir");
-        let home = tmp.path().join("home");
-        let outputs = tmp.path().join("outputs");
-        std::fs::create_dir(&home).expect("home");
-        std::fs::create_dir(&outputs).expect("outputs dir");
-        let script = tmp.path().join("reef.lua");
-        let events = tmp.path().join("events.log");
-        Sandbox {
-            tmp,
-            home,
-            script,
-            outputs,
-            events,
-        }
-    }
-
     /// A sandbox whose script is the prelude followed by `body`.
     fn with(body: &str) -> Sandbox {
-        let sandbox = Sandbox::new();
-        sandbox.write_script(&sandbox.hooks_script(body));
+        let sandbox = Sandbox::empty();
+        sandbox.rename_save_script(&sandbox.hooks_script(body));
         sandbox
     }
 
@@ -381,106 +119,6 @@ end
         )
     }
 
-    /// The sandbox directory, symlinks resolved (what `pwd` prints inside it).
-    fn dir(&self) -> PathBuf {
-        self.tmp
-            .path()
-            .canonicalize()
-            .expect("the temp dir resolves")
-    }
-
-    fn script(&self) -> &str {
-        self.script.to_str().expect("temp paths are UTF-8")
-    }
-
-    /// A file in the sandbox.
-    fn path(&self, relative: &str) -> PathBuf {
-        self.tmp.path().join(relative)
-    }
-
-    /// Saves the script whole: written beside it, then renamed over it, so that a reload never
-    /// reads half of it.
-    fn write_script(&self, text: &str) {
-        let temp = self.path("reef.lua.tmp");
-        std::fs::write(&temp, text).expect("the script is written");
-        std::fs::rename(&temp, &self.script).expect("the script is renamed into place");
-    }
-
-    /// The complete lines the hooks have written so far (a line still being written is left
-    /// out).
-    fn events(&self) -> Vec<String> {
-        let text = std::fs::read_to_string(&self.events).unwrap_or_default();
-        text.split_inclusive('\n')
-            .filter(|line| line.ends_with('\n'))
-            .map(|line| line.trim_end_matches('\n').to_owned())
-            .collect()
-    }
-
-    /// `reef ARGS` in this sandbox's environment.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_reef"));
-        command
-            .args(args)
-            .current_dir(self.tmp.path())
-            .env("HOME", &self.home)
-            .env("NO_COLOR", "1");
-        for var in SCRUBBED_VARS {
-            command.env_remove(var);
-        }
-        command
-    }
-
-    /// Runs `reef ARGS` to completion (within [`DEADLINE`]).
-    fn run(&self, args: &[&str]) -> Run {
-        let label = format!("reef {}", args.first().copied().unwrap_or_default());
-        let mut proc = Proc::spawn(self.command(args), &self.outputs, &label);
-        let code = proc.exit_code();
-        Run {
-            code,
-            stdout: proc.stdout(),
-            stderr: proc.stderr(),
-        }
-    }
-
-    /// Runs `reef ARGS SCRIPT` and expects exit 0.
-    fn run_ok(&self, args: &[&str]) -> Run {
-        let mut full = args.to_vec();
-        full.push(self.script());
-        let run = self.run(&full);
-        assert_eq!(run.code, 0, "`reef {}` failed:\n{run}", args.join(" "));
-        run
-    }
-
-    /// `reef up SCRIPT` in the background.
-    fn up(&self) -> Up<'_> {
-        Up {
-            proc: Proc::spawn(
-                self.command(&["up", self.script()]),
-                &self.outputs,
-                "reef up",
-            ),
-            sandbox: self,
-            gateways: BTreeSet::new(),
-        }
-    }
-
-    /// `reef status --json SCRIPT`: the status, or the failed run.
-    fn status(&self) -> Result<Value, Run> {
-        let run = self.run(&["status", "--json", self.script()]);
-        if run.code != 0 {
-            return Err(run);
-        }
-        Ok(serde_json::from_str(&run.stdout)
-            .unwrap_or_else(|err| panic!("`reef status --json` printed no JSON ({err}):\n{run}")))
-    }
-
-    /// The config file of a profile, as OpenClaw places it.
-    fn config_path(&self, profile: &str) -> PathBuf {
-        self.home
-            .join(format!(".openclaw-{profile}"))
-            .join("openclaw.json")
-    }
-
     /// Writes an invalid JSON5 config for `profile`: its gateway exits 78 on the next start.
     fn break_config(&self, profile: &str) {
         let path = self.config_path(profile);
@@ -490,192 +128,19 @@ end
     }
 }
 
-/// A running `reef up`; dropping it stops reef (SIGTERM, SIGKILL after 15 s). Should reef have
-/// to be killed, the gateways it started (their pids as seen in its status; each leads its own
-/// process group) are killed too, so no test leaves processes behind.
-struct Up<'a> {
-    proc: Proc,
-    sandbox: &'a Sandbox,
-    gateways: BTreeSet<u32>,
-}
-
-impl Drop for Up<'_> {
-    fn drop(&mut self) {
-        if !self.proc.end() {
-            for &pid in &self.gateways {
-                if let Ok(pid) = i32::try_from(pid) {
-                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-            }
-        }
-    }
-}
-
 impl Up<'_> {
-    /// Everything a failure message needs: the events file, the last status, reef's output.
-    fn context(&self, last_status: &str) -> String {
-        format!(
-            "\n--- events:\n{}\n--- last status:\n{last_status}{}",
-            self.sandbox.events().join("\n"),
-            self.proc.output()
-        )
-    }
-
-    /// Panics if reef up has exited.
-    fn assert_running(&mut self, what: &str, last_status: &str) {
-        if let Some(status) = self.proc.try_status() {
-            panic!(
-                "reef up exited ({status}) while waiting for {what}{}",
-                self.context(last_status)
-            );
-        }
-    }
-
-    /// Polls `reef status --json` until `done` holds for it; returns that status. Panics with
-    /// the last status (or error) when reef exits or the deadline passes. `check` runs on every
-    /// status seen, for what must hold throughout.
-    fn wait_until_checking(
-        &mut self,
-        what: &str,
-        mut check: impl FnMut(&Value),
-        done: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let deadline = Instant::now() + DEADLINE;
-        let mut last = String::from("(no status yet)");
-        loop {
-            self.assert_running(what, &last);
-            match self.sandbox.status() {
-                Ok(status) => {
-                    self.gateways
-                        .extend(instances(&status).iter().filter_map(pid_in));
-                    check(&status);
-                    if done(&status) {
-                        return status;
-                    }
-                    last = serde_json::to_string_pretty(&status).expect("JSON prints");
-                }
-                Err(run) => last = run.to_string(),
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "timed out after {DEADLINE:?} waiting for {what}{}",
-                    self.context(&last)
-                );
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
-    fn wait_until(&mut self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        self.wait_until_checking(what, |_| {}, done)
-    }
-
     /// Waits until every enabled instance is ready.
-    fn wait_all_ready(&mut self) -> Value {
-        self.wait_until("every instance to be ready", all_ready)
-    }
-
-    /// Polls the hooks' events file until `done` holds for its lines; returns them.
-    fn wait_events(&mut self, what: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let lines = self.sandbox.events();
-            if done(&lines) {
-                return lines;
-            }
-            self.assert_running(what, "(not polled)");
-            if Instant::now() >= deadline {
-                panic!(
-                    "timed out after {DEADLINE:?} waiting for {what}{}",
-                    self.context("(not polled)")
-                );
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
-    /// Waits for a line of the events file that starts with `prefix`; returns it.
-    fn wait_line(&mut self, prefix: &str) -> String {
-        let lines = self.wait_events(&format!("an event line starting with {prefix:?}"), |l| {
-            l.iter().any(|line| line.starts_with(prefix))
-        });
-        lines
-            .into_iter()
-            .find(|line| line.starts_with(prefix))
-            .expect("found above")
-    }
-
-    /// Polls reef up's stderr until `done` holds for it; returns it.
-    fn wait_stderr(&mut self, what: &str, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let stderr = self.proc.stderr();
-            if done(&stderr) {
-                return stderr;
-            }
-            self.assert_running(what, "(not polled)");
-            if Instant::now() >= deadline {
-                panic!(
-                    "timed out after {DEADLINE:?} waiting for {what} in reef up's log{}",
-                    self.context("(not polled)")
-                );
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
-    /// Remembers a gateway pid seen elsewhere than in a status (e.g. in an event).
-    fn track(&mut self, pid: u32) {
-        self.gateways.insert(pid);
-    }
-
-    /// Stops reef with SIGTERM, expects exit 0, and checks that every gateway it ever showed
-    /// is gone. Returns reef up's whole log.
-    fn stop(mut self) -> String {
-        self.proc.signal(Signal::SIGTERM);
-        let code = self.proc.exit_code();
-        assert_eq!(code, 0, "reef up exits 0 on SIGTERM{}", self.proc.output());
-        for &gateway in &self.gateways {
-            assert_gone(gateway, "a gateway reef started");
-        }
-        self.proc.stderr()
+    fn wait_enabled_ready(&mut self) -> Value {
+        self.wait_until("every instance to be ready", enabled_ready)
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reading statuses and event lines.
-
-fn instances(status: &Value) -> &Vec<Value> {
-    status["instances"]
-        .as_array()
-        .unwrap_or_else(|| panic!("a status has `instances`: {status:#}"))
-}
-
-fn find<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
-    instances(status).iter().find(|i| i["name"] == name)
-}
-
-fn instance<'a>(status: &'a Value, name: &str) -> &'a Value {
-    find(status, name).unwrap_or_else(|| panic!("no instance `{name}` in {status:#}"))
-}
-
-fn state<'a>(status: &'a Value, name: &str) -> &'a str {
-    instance(status, name)["state"]
-        .as_str()
-        .unwrap_or_else(|| panic!("`{name}` has a state: {status:#}"))
-}
-
-fn pid_in(instance: &Value) -> Option<u32> {
-    instance["pid"].as_u64().map(|pid| pid as u32)
-}
-
-fn pid(status: &Value, name: &str) -> u32 {
-    pid_in(instance(status, name)).unwrap_or_else(|| panic!("`{name}` has no pid: {status:#}"))
-}
+// Reading statuses and event lines (see also `tests/common`).
 
 /// Every instance that is meant to run (has a pid or is on its way) is ready; instances that
 /// are stopped (e.g. disabled) are left out.
-fn all_ready(status: &Value) -> bool {
+fn enabled_ready(status: &Value) -> bool {
     instances(status)
         .iter()
         .all(|i| i["state"] == "ready" || i["state"] == "stopped")
@@ -688,11 +153,6 @@ fn ready_with_new_pid(status: &Value, name: &str, old: u32) -> bool {
         .is_some_and(|i| i["state"] == "ready" && pid_in(i).is_some_and(|pid| pid != old))
 }
 
-/// Whether a process with this pid exists (zombies included).
-fn process_exists(pid: u32) -> bool {
-    kill(Pid::from_raw(i32::try_from(pid).expect("pid fits")), None).is_ok()
-}
-
 /// Whether a process with this pid exists and has not ended: an orphan's zombie lingers until
 /// pid 1 reaps it (in some containers, never).
 fn process_runs(pid: u32) -> bool {
@@ -703,10 +163,6 @@ fn process_runs(pid: u32) -> bool {
         .rsplit_once(") ")
         .and_then(|(_, rest)| rest.chars().next());
     !matches!(state, Some('Z' | 'X') | None)
-}
-
-fn assert_gone(pid: u32, what: &str) {
-    assert!(!process_exists(pid), "{what} (pid {pid}) is still alive");
 }
 
 /// Waits (up to [`DEADLINE`]) for a process to be gone.
@@ -785,7 +241,7 @@ end)
         gateway("b", b.base, ""),
     ));
     let mut up = sandbox.up();
-    let status = up.wait_all_ready();
+    let status = up.wait_enabled_ready();
     let lines = up.wait_events("both ready events", |l| {
         count(l, "ready|a|") == 1 && count(l, "ready|b|") == 1
     });
@@ -871,7 +327,7 @@ end)
         gateway("a", a.base, ""),
     ));
     let mut up = sandbox.up();
-    let status = up.wait_all_ready();
+    let status = up.wait_enabled_ready();
     let ready = up.wait_line("ready|");
     send_signal(pid(&status, "a"), Signal::SIGKILL);
     let exit = up.wait_line("exit|");
@@ -916,7 +372,7 @@ reef.on("blocked", function(e) note(table.concat({{ "blocked", e.name, opt(e.sta
         1,
         "blocked is an event once, not per retry: {lines:#?}"
     );
-    up.wait_all_ready();
+    up.wait_enabled_ready();
     up.stop();
 }
 
@@ -936,7 +392,7 @@ reef.on("exit", function(e) note(table.concat({{ "exit", e.name, opt(e.pid), opt
         ),
     ));
     let mut up = sandbox.up();
-    let status = up.wait_all_ready();
+    let status = up.wait_enabled_ready();
     let old = pid(&status, "a");
     up.wait_line(&format!("ready a {old}"));
 
@@ -982,7 +438,7 @@ reef.on("exit", function(e) note("exit " .. e.name) end)
         ),
     ));
     let mut up = sandbox.up();
-    let status = up.wait_all_ready();
+    let status = up.wait_enabled_ready();
     let old = pid(&status, "a");
 
     // One failed probe, then SIGCONT before the second (a second later).
@@ -1017,15 +473,15 @@ reef.on("reload", function(e)
     opt(d.summary), opt(e.name) }, "|"))
 end)
 "#;
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::empty();
     let v1 = format!(
         "{}{}{hooks}",
         gateway("a", a.base, ""),
         gateway("b", b.base, "")
     );
-    sandbox.write_script(&sandbox.hooks_script(&v1));
+    sandbox.rename_save_script(&sandbox.hooks_script(&v1));
     let mut up = sandbox.up();
-    up.wait_all_ready();
+    up.wait_enabled_ready();
 
     // b moves, c is added, a stays.
     let v2 = format!(
@@ -1034,7 +490,7 @@ end)
         gateway("b", b2.base, ""),
         gateway("c", c.base, "")
     );
-    sandbox.write_script(&sandbox.hooks_script(&v2));
+    sandbox.rename_save_script(&sandbox.hooks_script(&v2));
     let line = up.wait_line("reload|");
     let f = fields(&line);
     assert_eq!(f[1], "b", "restart: {line}");
@@ -1045,7 +501,9 @@ end)
     assert!(f[6] != "-" && !f[6].is_empty(), "a summary: {line}");
     assert_eq!(f[7], "-", "a reload concerns no instance: {line}");
     up.wait_until("b moved and c started", |s| {
-        all_ready(s) && instance(s, "b")["ports"]["gateway"] == b2.base && find(s, "c").is_some()
+        enabled_ready(s)
+            && instance(s, "b")["ports"]["gateway"] == b2.base
+            && find(s, "c").is_some()
     });
     up.stop();
 }
@@ -1130,7 +588,7 @@ end)
         gateway("a", a.base, ""),
     ));
     let mut up = sandbox.up();
-    let status = up.wait_all_ready();
+    let status = up.wait_enabled_ready();
     let lines = up.wait_events("the exec results", |l| count(l, "status|") == 1);
 
     assert_eq!(lines_with(&lines, "plain|"), ["plain|3|out\\n|err\\n"]);
@@ -1261,7 +719,7 @@ reef.on("exit", function(e) note("exit " .. e.name) end)
     let hook_line = line_of(&text, "error(\"boom");
     let timer_line = line_of(&text, "error(\"timer boom");
     let mut up = sandbox.up();
-    let status = up.wait_all_ready();
+    let status = up.wait_enabled_ready();
     let old = pid(&status, "a");
     up.wait_line(&format!("second a {old}"));
 
@@ -1325,7 +783,7 @@ end)
     up.wait_line("looping");
     let looping_since = Instant::now();
     // Supervision goes on while the hook loops: status answers, both gateways get ready.
-    let status = up.wait_all_ready();
+    let status = up.wait_enabled_ready();
     let stderr = up.wait_stderr("the endless hook to be stopped", |s| {
         s.contains("was stopped")
     });
@@ -1381,7 +839,7 @@ end)
     let text = std::fs::read_to_string(&sandbox.script).expect("the script");
     let bomb_line = line_of(&text, "grown[i]");
     let mut up = sandbox.up();
-    up.wait_all_ready();
+    up.wait_enabled_ready();
     let stderr = up.wait_stderr("the memory bomb to be stopped", |s| {
         s.contains("memory limit")
     });
@@ -1396,7 +854,7 @@ end)
     up.wait_events("the other hook and a timer", |l| {
         count(l, "second a") == 1 && count(l, "timer after the bomb") == 1
     });
-    up.wait_all_ready();
+    up.wait_enabled_ready();
     up.stop();
 }
 
@@ -1417,7 +875,7 @@ reef.on("exit", function(e) note("exit " .. e.name) end)
     ));
     let mut up = sandbox.up();
     up.wait_line("sleeping");
-    let status = up.wait_all_ready();
+    let status = up.wait_enabled_ready();
     let old_b = pid(&status, "b");
     send_signal(old_b, Signal::SIGKILL);
     up.wait_until("b restarted while the hook sleeps", |s| {
@@ -1441,7 +899,7 @@ reef.on("exit", function(e) note("exit " .. e.name) end)
 #[test]
 fn hooks_restart_start_and_stop_gateways() {
     let [a, b, c] = claim::<3>();
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::empty();
     let go = sandbox.path("go");
     let body = format!(
         r#"{}{}{}{READY_NOTE}
@@ -1461,7 +919,7 @@ end)
         gateway("c", c.base, ""),
         go = lua_string(go.to_str().expect("temp paths are UTF-8")),
     );
-    sandbox.write_script(&sandbox.hooks_script(&body));
+    sandbox.rename_save_script(&sandbox.hooks_script(&body));
     let mut up = sandbox.up();
     let before = up.wait_until("a and c ready", |s| {
         state(s, "a") == "ready" && state(s, "c") == "ready"
@@ -1496,7 +954,7 @@ end)
 fn hooks_are_replaced_on_reload_and_kept_when_it_fails() {
     let [a, b] = claim::<2>();
     let gateways = format!("{}{}", gateway("a", a.base, ""), gateway("b", b.base, ""));
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::empty();
     let v1 = format!(
         r#"{gateways}
 reef.on("ready", function(e) note("v1 ready " .. e.name) end)
@@ -1514,14 +972,14 @@ reef.on("reload", function(e) note("v2 reload") end)
 reef.on("ready", function(e) note("v3 ready " .. e.name) end
 "#
     );
-    sandbox.write_script(&sandbox.hooks_script(&v1));
+    sandbox.rename_save_script(&sandbox.hooks_script(&v1));
     let mut up = sandbox.up();
-    let status = up.wait_all_ready();
+    let status = up.wait_enabled_ready();
     up.wait_events("v1's hooks and timer", |l| {
         count(l, "v1 ready a") == 1 && count(l, "v1 ready b") == 1 && count(l, "v1 tick") > 0
     });
 
-    sandbox.write_script(&sandbox.hooks_script(&v2));
+    sandbox.rename_save_script(&sandbox.hooks_script(&v2));
     let lines = up.wait_events("v2's reload hook", |l| count(l, "v2 reload") == 1);
     let v1_lines = count(&lines, "v1 ");
 
@@ -1533,7 +991,7 @@ reef.on("ready", function(e) note("v3 ready " .. e.name) end
         "no v1 hook or timer ran after the reload: {lines:#?}"
     );
 
-    sandbox.write_script(&sandbox.hooks_script(&v3));
+    sandbox.rename_save_script(&sandbox.hooks_script(&v3));
     up.wait_until("the reload error", |s| s["reload_error"] != Value::Null);
     let old_b = pid(&status, "b");
     sandbox.run_ok(&["restart", "b"]);
@@ -1587,7 +1045,7 @@ fn plan_reports_misused_automation() {
         ),
     ];
     let [main] = claim::<1>();
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::empty();
     for (file, line, expected) in cases {
         let text = format!(
             "local reef = require \"reef\"\n{}{line}",
@@ -1612,9 +1070,9 @@ fn plan_reports_misused_automation() {
 #[test]
 fn plan_runs_no_program() {
     let [main] = claim::<1>();
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::empty();
     let marker = sandbox.path("ran");
-    sandbox.write_script(&format!(
+    sandbox.rename_save_script(&format!(
         "local reef = require \"reef\"\n{}reef.exec {{ \"touch\", {} }}\n",
         gateway("main", main.base, ""),
         lua_string(marker.to_str().expect("temp paths are UTF-8"))
@@ -1694,8 +1152,8 @@ fn the_rescue_failover_example_repairs_main_while_the_rescue_keeps_running() {
         );
         text = text.replace(from, &to.to_string());
     }
-    let sandbox = Sandbox::new();
-    sandbox.write_script(&text);
+    let sandbox = Sandbox::empty();
+    sandbox.rename_save_script(&text);
     let mut up = sandbox.up();
     let repaired = PathBuf::from(format!("{}.broken", sandbox.config_path("main").display()));
     let after = break_main_and_await_repair(&mut up, &sandbox, &repaired);
@@ -1717,8 +1175,8 @@ fn the_rescue_module_repairs_main_on_exit_78() {
     } else {
         (second.base, first.base)
     };
-    let sandbox = Sandbox::new();
-    sandbox.write_script(&format!(
+    let sandbox = Sandbox::empty();
+    sandbox.rename_save_script(&format!(
         r#"local rescue = require "reef.rescue"
 rescue.pair {{
   port = {low},
@@ -1739,8 +1197,8 @@ rescue.pair {{
 fn the_rescue_module_repairs_a_config_broken_before_reef_up() {
     let [first, second] = claim::<2>();
     let (low, high) = (first.base.min(second.base), first.base.max(second.base));
-    let sandbox = Sandbox::new();
-    sandbox.write_script(&format!(
+    let sandbox = Sandbox::empty();
+    sandbox.rename_save_script(&format!(
         r#"local rescue = require "reef.rescue"
 rescue.pair {{ port = {low}, spacing = {}, repair = {{ "sh", "-c", "mv {{config}} {{config}}.bad" }} }}
 "#,
@@ -1768,15 +1226,15 @@ rescue.pair {{ port = {low}, spacing = {}, repair = {{ "sh", "-c", "mv {{config}
 fn a_failed_repair_leaves_main_in_config_error() {
     let [first, second] = claim::<2>();
     let (low, high) = (first.base.min(second.base), first.base.max(second.base));
-    let sandbox = Sandbox::new();
-    sandbox.write_script(&format!(
+    let sandbox = Sandbox::empty();
+    sandbox.rename_save_script(&format!(
         r#"local rescue = require "reef.rescue"
 rescue.pair {{ port = {low}, spacing = {}, repair = {{ "sh", "-c", "echo cannot repair >&2; exit 4" }} }}
 "#,
         high - low,
     ));
     let mut up = sandbox.up();
-    let before = up.wait_all_ready();
+    let before = up.wait_enabled_ready();
     let rescue = pid(&before, "rescue");
     sandbox.break_config("main");
     sandbox.run_ok(&["restart", "main"]);

@@ -13,106 +13,41 @@
 //! resort, SIGKILLs the process group of every gateway the test saw, if that gateway (same pid,
 //! same start time) still runs.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::net::{Ipv4Addr, TcpListener};
+use std::ops::Deref;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-/// How often a condition is checked.
-const POLL: Duration = Duration::from_millis(50);
-/// How long a condition may take before the test fails.
-const DEADLINE: Duration = Duration::from_secs(30);
-/// How long a process may take to stop after SIGTERM before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(15);
+use common::{
+    DEADLINE, Footprint, POLL, PortRange, Proc, Run, instance, instances, pid, pid_in,
+    port_is_free, restarts, row, state,
+};
+
 /// reef's exit code for "anything else failed".
 const EXIT_FAILURE: i32 = 3;
 /// What reef's status says of a gateway it took over, while it is not ready yet.
 const ADOPTED_NOTE: &str = "adopted from a previous reef";
 
-/// Environment variables that would leak the developer's setup into a test.
-const SCRUBBED_VARS: &[&str] = &[
-    "XDG_RUNTIME_DIR",
-    "XDG_STATE_HOME",
-    "OPENCLAW_HOME",
-    "OPENCLAW_PROFILE",
-    "OPENCLAW_STATE_DIR",
-    "OPENCLAW_CONFIG_PATH",
-    "OPENCLAW_GATEWAY_PORT",
-    "REEF_SCRIPT",
-    "RUST_LOG",
-];
+/// Base ports come from 10000..18000 in steps of 200 (one footprint of 111 ports with room to
+/// spare). Other test binaries use other ranges. The range stays below Linux's ephemeral ports
+/// (32768-60999 by default): a client connection's port lingers in TIME-WAIT for a minute after
+/// it closes and blocks a gateway from binding it, which on a busy host (thousands of health
+/// probes a minute) left a gateway `blocked` for the whole deadline.
+const PORTS: PortRange = PortRange::new(10_000, 18_000, 200);
 
-// ---------------------------------------------------------------------------------------------
-// Ports: one footprint per claim, never shared with a parallel test or test binary.
-
-/// Base ports come from `PORTS_FROM..PORTS_TO` in steps of `PORT_STEP` (one footprint of 111
-/// ports with room to spare). Other test binaries use 20000..32000. The range stays below
-/// Linux's ephemeral ports (32768-60999 by default): a client connection's port lingers in
-/// TIME-WAIT for a minute after it closes and blocks a gateway from binding it, which on a busy
-/// host (thousands of health probes a minute) left a gateway `blocked` for the whole deadline.
-const PORTS_FROM: u32 = 10_000;
-const PORTS_TO: u32 = 18_000;
-const PORT_STEP: u32 = 200;
-const PORT_SLOTS: u32 = (PORTS_TO - PORTS_FROM) / PORT_STEP;
-
-static NEXT_SLOT: AtomicU32 = AtomicU32::new(0);
-
-/// A base port claimed for one test, with its footprint `[base, base+110]`. Each process starts
-/// at its own offset (from its pid) and counts up; the claim is also a flock on a file named
-/// after the port in a shared temp directory, so test binaries running at the same time never
-/// hand out the same port. A footprint whose gateway or browser-control port is taken is
-/// skipped.
-struct Footprint {
-    base: u16,
-    _claim: Flock<File>,
-}
-
-impl Footprint {
-    fn claim() -> Footprint {
-        let dir = std::env::temp_dir().join("reef-tests-ports");
-        std::fs::create_dir_all(&dir).expect("the port claim directory can be created");
-        let offset = std::process::id().wrapping_mul(31) % PORT_SLOTS;
-        for _ in 0..PORT_SLOTS * 2 {
-            let slot = (offset + NEXT_SLOT.fetch_add(1, Ordering::Relaxed)) % PORT_SLOTS;
-            let base = u16::try_from(PORTS_FROM + slot * PORT_STEP).expect("ports fit in u16");
-            let file = File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(dir.join(format!("{base}.lock")))
-                .expect("a port claim file can be opened");
-            let Ok(claim) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
-                continue;
-            };
-            if port_is_free(base) && port_is_free(base + 2) {
-                return Footprint {
-                    base,
-                    _claim: claim,
-                };
-            }
-        }
-        panic!("no free footprint in {PORTS_FROM}..{PORTS_TO}");
-    }
-
-    /// The ports a gateway listens on: the gateway port and browser control.
-    fn listening(&self) -> [u16; 2] {
-        [self.base, self.base + 2]
-    }
-}
-
-fn port_is_free(port: u16) -> bool {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+fn claim() -> Footprint {
+    Footprint::claim_in(&PORTS)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -296,164 +231,6 @@ impl Drop for HealthWatch {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Processes started by the tests.
-
-static NEXT_OUTPUT: AtomicU32 = AtomicU32::new(0);
-
-/// A process a test started, its stdout and stderr captured in files (never a pipe nobody
-/// reads). Dropping it ends it: SIGTERM, then SIGKILL after [`STOP_GRACE`].
-struct Proc {
-    child: Child,
-    label: String,
-    stdout: PathBuf,
-    stderr: PathBuf,
-    status: Option<ExitStatus>,
-}
-
-impl Proc {
-    fn spawn(mut command: Command, outputs: &Path, label: &str) -> Proc {
-        let n = NEXT_OUTPUT.fetch_add(1, Ordering::Relaxed);
-        let stdout = outputs.join(format!("{n}-{}.stdout", label.replace(' ', "-")));
-        let stderr = outputs.join(format!("{n}-{}.stderr", label.replace(' ', "-")));
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(File::create(&stdout).expect("stdout file"))
-            .stderr(File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {label}: {err}"));
-        Proc {
-            child,
-            label: label.to_owned(),
-            stdout,
-            stderr,
-            status: None,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn signal(&self, signal: Signal) {
-        let pid = Pid::from_raw(i32::try_from(self.pid()).expect("pids fit in i32"));
-        kill(pid, signal)
-            .unwrap_or_else(|err| panic!("cannot send {signal} to {}: {err}", self.label));
-    }
-
-    fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().expect("try_wait works");
-        }
-        self.status
-    }
-
-    fn wait_within(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.try_status() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Waits up to [`DEADLINE`] for the end; panics if it does not come.
-    fn wait(&mut self) -> ExitStatus {
-        self.wait_within(DEADLINE).unwrap_or_else(|| {
-            panic!(
-                "{} did not exit within {DEADLINE:?}{}",
-                self.label,
-                self.output()
-            )
-        })
-    }
-
-    /// Waits for the exit code; panics if it does not end or dies of a signal.
-    fn exit_code(&mut self) -> i32 {
-        let status = self.wait();
-        status.code().unwrap_or_else(|| {
-            panic!(
-                "{} died of a signal ({status}){}",
-                self.label,
-                self.output()
-            )
-        })
-    }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn output(&self) -> String {
-        format!(
-            "\n--- {} stdout:\n{}\n--- {} stderr:\n{}",
-            self.label,
-            self.stdout(),
-            self.label,
-            self.stderr()
-        )
-    }
-
-    /// SIGTERM; returns the exit code.
-    fn terminate_code(&mut self) -> i32 {
-        self.signal(Signal::SIGTERM);
-        self.exit_code()
-    }
-
-    /// Lets the process run up to `limit`, then kills it; never panics.
-    fn end_within(&mut self, limit: Duration) {
-        if self.wait_within(limit).is_none() {
-            let _ = self.child.kill();
-            self.status = self.child.wait().ok();
-        }
-    }
-
-    /// Ends the process if it still runs.
-    fn end(&mut self) {
-        if self.try_status().is_some() {
-            return;
-        }
-        if let Ok(pid) = i32::try_from(self.pid()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        if self.wait_within(STOP_GRACE).is_none() {
-            let _ = self.child.kill();
-            self.status = self.child.wait().ok();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.end();
-    }
-}
-
-/// The finished run of a one-shot command.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout:\n{}\n--- stderr:\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
 /// A `sleep 300` leading its own process group: an unrelated live process whose pid a ledger
 /// entry can point at. Were reef to signal it (or its group), it would die.
 fn unrelated_sleeper(outputs: &Path) -> (Proc, Known) {
@@ -502,68 +279,34 @@ fn pair(main: &Footprint, rescue: &Footprint) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A test's sandbox: temp HOME, script, outputs, and every gateway it saw.
+// A test's sandbox: a `tests/common` sandbox (temp HOME, script, outputs) that also remembers
+// every gateway it saw.
 
 struct Sandbox {
-    tmp: tempfile::TempDir,
-    home: PathBuf,
-    script: PathBuf,
-    outputs: PathBuf,
+    inner: common::Sandbox,
     /// Every gateway process seen in a status or ledger: the last-resort cleanup kills these.
     gateways: Mutex<BTreeSet<Known>>,
 }
 
+impl Deref for Sandbox {
+    type Target = common::Sandbox;
+
+    fn deref(&self) -> &common::Sandbox {
+        &self.inner
+    }
+}
+
 impl Sandbox {
     fn new(script: &str) -> Sandbox {
-        let tmp = tempfile::tempdir().expect("a temp dir");
-        let home = tmp.path().join("home");
-        let outputs = tmp.path().join("outputs");
-        std::fs::create_dir(&home).expect("home");
-        std::fs::create_dir(&outputs).expect("outputs dir");
-        let path = tmp.path().join("reef.lua");
-        std::fs::write(&path, script).expect("the script is written");
         Sandbox {
-            tmp,
-            home,
-            script: path,
-            outputs,
+            inner: common::Sandbox::new(script),
             gateways: Mutex::new(BTreeSet::new()),
         }
     }
 
     /// Replaces the topology script (as a user would while reef is away).
     fn rewrite(&self, script: &str) {
-        std::fs::write(&self.script, script).expect("the script is rewritten");
-    }
-
-    fn script(&self) -> &str {
-        self.script.to_str().expect("temp paths are UTF-8")
-    }
-
-    /// `reef ARGS` in this sandbox's environment.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_reef"));
-        command
-            .args(args)
-            .current_dir(self.tmp.path())
-            .env("HOME", &self.home)
-            .env("NO_COLOR", "1");
-        for var in SCRUBBED_VARS {
-            command.env_remove(var);
-        }
-        command
-    }
-
-    /// Runs `reef ARGS` to completion (within [`DEADLINE`]).
-    fn run(&self, args: &[&str]) -> Run {
-        let label = format!("reef {}", args.first().copied().unwrap_or_default());
-        let mut proc = Proc::spawn(self.command(args), &self.outputs, &label);
-        let code = proc.exit_code();
-        Run {
-            code,
-            stdout: proc.stdout(),
-            stderr: proc.stderr(),
-        }
+        self.edit_script(script);
     }
 
     /// `reef up SCRIPT` in the background.
@@ -718,8 +461,7 @@ impl Up {
 
     /// SIGTERM to reef; returns its exit code.
     fn terminate(&mut self) -> i32 {
-        self.proc.signal(Signal::SIGTERM);
-        self.proc.exit_code()
+        self.proc.terminate_code()
     }
 
     fn stderr(&self) -> String {
@@ -728,34 +470,7 @@ impl Up {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reading statuses and ledgers.
-
-fn instances(status: &Value) -> &Vec<Value> {
-    status["instances"]
-        .as_array()
-        .unwrap_or_else(|| panic!("a status has `instances`: {status:#}"))
-}
-
-fn instance<'a>(status: &'a Value, name: &str) -> &'a Value {
-    instances(status)
-        .iter()
-        .find(|i| i["name"] == name)
-        .unwrap_or_else(|| panic!("no instance `{name}` in {status:#}"))
-}
-
-fn state<'a>(status: &'a Value, name: &str) -> &'a str {
-    instance(status, name)["state"]
-        .as_str()
-        .unwrap_or_else(|| panic!("`{name}` has a state: {status:#}"))
-}
-
-fn pid_in(instance: &Value) -> Option<u32> {
-    instance["pid"].as_u64().map(|pid| pid as u32)
-}
-
-fn pid(status: &Value, name: &str) -> u32 {
-    pid_in(instance(status, name)).unwrap_or_else(|| panic!("`{name}` has no pid: {status:#}"))
-}
+// Reading statuses and ledgers (see also `tests/common`).
 
 fn adopted(status: &Value, name: &str) -> bool {
     instance(status, name)["adopted"]
@@ -767,12 +482,6 @@ fn started_at(status: &Value, name: &str) -> f64 {
     instance(status, name)["started_at"]
         .as_f64()
         .unwrap_or_else(|| panic!("`{name}` has no `started_at`: {status:#}"))
-}
-
-fn restarts(status: &Value, name: &str) -> u64 {
-    instance(status, name)["restarts"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("`{name}` has no `restarts`: {status:#}"))
 }
 
 /// Whether `name` is ready and was taken over from a previous reef.
@@ -816,19 +525,6 @@ fn ledger_pids(ledger: &Value) -> Vec<(String, u32)> {
     pids
 }
 
-/// The cells of the row of a human table whose first cell is `name`.
-fn row(table: &str, name: &str) -> Vec<String> {
-    table
-        .lines()
-        .map(|line| {
-            line.split_whitespace()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .find(|cells| cells.first().map(String::as_str) == Some(name))
-        .unwrap_or_else(|| panic!("no row for `{name}` in:\n{table}"))
-}
-
 /// Starts the pair main + rescue, waits until both are ready, and kills reef with SIGKILL.
 /// Returns the gateways (by name) as they ran and the last status of the killed reef.
 fn pair_left_behind(sandbox: &Sandbox) -> (Known, Known, Value) {
@@ -845,7 +541,7 @@ fn pair_left_behind(sandbox: &Sandbox) -> (Known, Known, Value) {
 
 #[test]
 fn gateways_outlive_a_killed_reef_and_the_next_reef_adopts_and_supervises_them() {
-    let (main_ports, rescue_ports) = (Footprint::claim(), Footprint::claim());
+    let (main_ports, rescue_ports) = (claim(), claim());
     let sandbox = Sandbox::new(&pair(&main_ports, &rescue_ports));
     let mut first = sandbox.up();
     let before = sandbox.wait_ready(&mut first, &["main", "rescue"]);
@@ -951,7 +647,7 @@ fn only_the_changed_gateway_restarts(
     changed: &str,
     moved_to: Option<&Footprint>,
 ) {
-    let (main_ports, rescue_ports) = (Footprint::claim(), Footprint::claim());
+    let (main_ports, rescue_ports) = (claim(), claim());
     let sandbox = Sandbox::new(&pair(&main_ports, &rescue_ports));
     let (main, rescue, _) = pair_left_behind(&sandbox);
     sandbox.rewrite(&edit(&main_ports, &rescue_ports));
@@ -1012,7 +708,7 @@ fn an_env_change_while_reef_was_away_restarts_only_that_gateway() {
 
 #[test]
 fn a_port_change_while_reef_was_away_restarts_only_that_gateway() {
-    let moved = Footprint::claim();
+    let moved = claim();
     only_the_changed_gateway_restarts(
         |_, rescue| {
             topology(&[
@@ -1027,7 +723,7 @@ fn a_port_change_while_reef_was_away_restarts_only_that_gateway() {
 
 #[test]
 fn an_instance_removed_while_reef_was_away_is_stopped_and_the_rest_adopted() {
-    let ports = [Footprint::claim(), Footprint::claim(), Footprint::claim()];
+    let ports = [claim(), claim(), claim()];
     let three = topology(&[
         gateway("alpha", &ports[0], ""),
         gateway("beta", &ports[1], ""),
@@ -1071,7 +767,7 @@ fn an_instance_removed_while_reef_was_away_is_stopped_and_the_rest_adopted() {
 
 #[test]
 fn an_instance_disabled_while_reef_was_away_is_stopped_and_the_rest_adopted() {
-    let (main_ports, rescue_ports) = (Footprint::claim(), Footprint::claim());
+    let (main_ports, rescue_ports) = (claim(), claim());
     let sandbox = Sandbox::new(&pair(&main_ports, &rescue_ports));
     let (main, rescue, _) = pair_left_behind(&sandbox);
     sandbox.rewrite(&topology(&[
@@ -1092,7 +788,7 @@ fn an_instance_disabled_while_reef_was_away_is_stopped_and_the_rest_adopted() {
 
 #[test]
 fn a_ledger_entry_pointing_at_an_unrelated_process_is_left_alone() {
-    let (main_ports, rescue_ports) = (Footprint::claim(), Footprint::claim());
+    let (main_ports, rescue_ports) = (claim(), claim());
     let sandbox = Sandbox::new(&pair(&main_ports, &rescue_ports));
     let (mut sleeper, sleep) = unrelated_sleeper(&sandbox.outputs);
     let (main, rescue, _) = pair_left_behind(&sandbox);
@@ -1155,8 +851,7 @@ fn a_ledger_entry_pointing_at_an_unrelated_process_is_left_alone() {
 
 #[test]
 fn down_without_a_running_reef_stops_exactly_the_ledgers_gateways() {
-    let (main_ports, rescue_ports, foreign_ports) =
-        (Footprint::claim(), Footprint::claim(), Footprint::claim());
+    let (main_ports, rescue_ports, foreign_ports) = (claim(), claim(), claim());
     let sandbox = Sandbox::new(&pair(&main_ports, &rescue_ports));
 
     // A gateway outside the topology, in a process group of its own, with its own state dir.
@@ -1208,7 +903,7 @@ fn down_without_a_running_reef_stops_exactly_the_ledgers_gateways() {
 
 #[test]
 fn down_with_a_running_reef_ends_it_and_every_gateway_adopted_or_not() {
-    let (main_ports, rescue_ports) = (Footprint::claim(), Footprint::claim());
+    let (main_ports, rescue_ports) = (claim(), claim());
     let sandbox = Sandbox::new(&pair(&main_ports, &rescue_ports));
     let (main, rescue, _) = pair_left_behind(&sandbox);
     // rescue is restarted (changed spec), main adopted: down stops both kinds.
@@ -1242,7 +937,7 @@ fn down_with_a_running_reef_ends_it_and_every_gateway_adopted_or_not() {
 
 #[test]
 fn a_corrupt_ledger_is_reported_kept_aside_and_never_trusted() {
-    let (main_ports, rescue_ports) = (Footprint::claim(), Footprint::claim());
+    let (main_ports, rescue_ports) = (claim(), claim());
     let sandbox = Sandbox::new(&pair(&main_ports, &rescue_ports));
     let (mut sleeper, sleep) = unrelated_sleeper(&sandbox.outputs);
     let (main, rescue, _) = pair_left_behind(&sandbox);
@@ -1321,7 +1016,7 @@ fn a_corrupt_ledger_is_reported_kept_aside_and_never_trusted() {
 
 #[test]
 fn status_shows_adopted_instances() {
-    let (main_ports, slow_ports) = (Footprint::claim(), Footprint::claim());
+    let (main_ports, slow_ports) = (claim(), claim());
     // `slow` never passes its readiness probe (the built-in gateway answers unknown paths
     // with a page, not `"ready":true`), so it stays `starting` for its 120 s start period.
     let sandbox = Sandbox::new(&topology(&[
@@ -1420,7 +1115,7 @@ fn status_shows_adopted_instances() {
 
 #[test]
 fn the_status_table_marks_ready_adopted_gateways() {
-    let (main_ports, rescue_ports) = (Footprint::claim(), Footprint::claim());
+    let (main_ports, rescue_ports) = (claim(), claim());
     let sandbox = Sandbox::new(&pair(&main_ports, &rescue_ports));
     let (main, rescue, _) = pair_left_behind(&sandbox);
     let mut second = sandbox.up();

@@ -10,247 +10,31 @@
 //! when the test panics. Nothing sleeps for a fixed time where a state can be awaited: tests poll
 //! `reef status --json` every 50 ms with a 30 s deadline and panic with the last status.
 
-use std::collections::BTreeSet;
-use std::fs::File;
+mod common;
+
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::{Pid, getsid};
 use serde_json::Value;
 
-/// How often a condition is checked.
-const POLL: Duration = Duration::from_millis(50);
-/// How long a condition may take before the test fails.
-const DEADLINE: Duration = Duration::from_secs(30);
-/// How long a process may take to stop after SIGTERM before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(15);
+use common::*;
 
 /// Exit codes (see `reef --help`).
 const EXIT_VIOLATIONS: i32 = 1;
 const EXIT_SCRIPT_ERROR: i32 = 2;
 const EXIT_FAILURE: i32 = 3;
 
-/// Environment variables that would leak the developer's setup into a test.
-const SCRUBBED_VARS: &[&str] = &[
-    "XDG_RUNTIME_DIR",
-    "XDG_STATE_HOME",
-    "OPENCLAW_HOME",
-    "OPENCLAW_PROFILE",
-    "OPENCLAW_STATE_DIR",
-    "OPENCLAW_CONFIG_PATH",
-    "OPENCLAW_GATEWAY_PORT",
-    "REEF_SCRIPT",
-    "RUST_LOG",
-];
+/// This binary's base ports: 20000..32000 (below Linux's ephemeral range) in steps of 200, which
+/// hold one footprint (111 ports) with room to spare. `tests/gateway.rs` shares the range; the
+/// claim files keep the two apart.
+const PORTS: PortRange = PortRange::new(20_000, 32_000, 200);
 
-// ---------------------------------------------------------------------------------------------
-// Ports: one footprint per claim, never shared with a parallel test or test binary.
-
-/// Base ports are handed out from `PORTS_FROM..PORTS_TO` (below Linux's ephemeral range) in
-/// steps of `PORT_STEP`, which holds one footprint (111 ports) with room to spare.
-const PORTS_FROM: u32 = 20_000;
-const PORTS_TO: u32 = 32_000;
-const PORT_STEP: u32 = 200;
-const PORT_SLOTS: u32 = (PORTS_TO - PORTS_FROM) / PORT_STEP;
-
-static NEXT_SLOT: AtomicU32 = AtomicU32::new(0);
-
-/// A base port claimed for one test, with its footprint `[base, base+110]`. The claim is a
-/// flock on a file named after the port in a shared temp directory, so test binaries running
-/// at the same time (this one, `tests/gateway.rs`, another checkout's) skip each other's
-/// ports; the kernel drops it when the claim is dropped or the process ends.
-struct Footprint {
-    base: u16,
-    _claim: Flock<File>,
-}
-
-impl Footprint {
-    /// Claims the next free footprint. Each process starts at its own offset (from its pid),
-    /// and a port whose gateway or browser-control port is in use is skipped.
-    fn claim() -> Footprint {
-        let dir = std::env::temp_dir().join("reef-tests-ports");
-        std::fs::create_dir_all(&dir).expect("the port claim directory can be created");
-        let offset = std::process::id().wrapping_mul(17) % PORT_SLOTS;
-        for _ in 0..PORT_SLOTS * 2 {
-            let slot = (offset + NEXT_SLOT.fetch_add(1, Ordering::Relaxed)) % PORT_SLOTS;
-            let base = u16::try_from(PORTS_FROM + slot * PORT_STEP).expect("ports fit in u16");
-            let file = File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(dir.join(format!("{base}.lock")))
-                .expect("a port claim file can be opened");
-            let Ok(claim) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
-                continue;
-            };
-            if port_is_free(base) && port_is_free(base + 2) {
-                return Footprint {
-                    base,
-                    _claim: claim,
-                };
-            }
-        }
-        panic!("no free footprint in {PORTS_FROM}..{PORTS_TO}");
-    }
-
-    fn browser_control(&self) -> u16 {
-        self.base + 2
-    }
-}
-
-fn port_is_free(port: u16) -> bool {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes started by the tests.
-
-static NEXT_OUTPUT: AtomicU32 = AtomicU32::new(0);
-
-/// A process a test started, its stdout and stderr captured in files (never a pipe nobody
-/// reads). Dropping it ends it: SIGTERM, then SIGKILL after [`STOP_GRACE`].
-struct Proc {
-    child: Child,
-    label: String,
-    stdout: PathBuf,
-    stderr: PathBuf,
-    status: Option<ExitStatus>,
-}
-
-impl Proc {
-    fn spawn(mut command: Command, outputs: &Path, label: &str) -> Proc {
-        let n = NEXT_OUTPUT.fetch_add(1, Ordering::Relaxed);
-        let stem = format!("{n}-{}", label.replace(' ', "-"));
-        let stdout = outputs.join(format!("{stem}.stdout"));
-        let stderr = outputs.join(format!("{stem}.stderr"));
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(File::create(&stdout).expect("stdout file"))
-            .stderr(File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {label}: {err}"));
-        Proc {
-            child,
-            label: label.to_owned(),
-            stdout,
-            stderr,
-            status: None,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn signal(&self, signal: Signal) {
-        let pid = Pid::from_raw(i32::try_from(self.pid()).expect("pids fit in i32"));
-        kill(pid, signal)
-            .unwrap_or_else(|err| panic!("cannot send {signal} to {}: {err}", self.label));
-    }
-
-    /// The exit status, if the process has ended.
-    fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().expect("try_wait works");
-        }
-        self.status
-    }
-
-    /// Waits up to `limit` for the process to end.
-    fn wait_within(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.try_status() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
-    /// Waits up to [`DEADLINE`] for the exit code; panics if it does not end or dies of a signal.
-    fn exit_code(&mut self) -> i32 {
-        match self.wait_within(DEADLINE) {
-            Some(status) => status.code().unwrap_or_else(|| {
-                panic!(
-                    "{} died of a signal ({status}){}",
-                    self.label,
-                    self.output()
-                )
-            }),
-            None => panic!(
-                "{} did not exit within {DEADLINE:?}{}",
-                self.label,
-                self.output()
-            ),
-        }
-    }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Both outputs, for failure messages.
-    fn output(&self) -> String {
-        format!(
-            "\n--- {} stdout:\n{}\n--- {} stderr:\n{}",
-            self.label,
-            self.stdout(),
-            self.label,
-            self.stderr()
-        )
-    }
-
-    /// Ends the process if it still runs; false if it had to be killed.
-    fn end(&mut self) -> bool {
-        if self.try_status().is_some() {
-            return true;
-        }
-        if let Ok(pid) = i32::try_from(self.pid()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        if self.wait_within(STOP_GRACE).is_some() {
-            return true;
-        }
-        let _ = self.child.kill();
-        self.status = self.child.wait().ok();
-        false
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.end();
-    }
-}
-
-/// The finished run of a one-shot command.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout:\n{}\n--- stderr:\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
+fn claim() -> Footprint {
+    Footprint::claim_in(&PORTS)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -262,11 +46,6 @@ struct Gateway<'a> {
     port: u16,
     depends_on: Option<&'a str>,
     args: &'a [&'a str],
-}
-
-/// A Lua string literal for ASCII `text` (Rust's escapes of `"` and `\` are Lua's too).
-fn lua_string(text: &str) -> String {
-    format!("{text:?}")
 }
 
 fn topology(gateways: &[Gateway<'_>]) -> String {
@@ -289,34 +68,9 @@ fn topology(gateways: &[Gateway<'_>]) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A test's sandbox: temp HOME, script, ports.
-
-struct Sandbox {
-    /// Holds everything; removed on drop (after the guards that use it).
-    tmp: tempfile::TempDir,
-    home: PathBuf,
-    script: PathBuf,
-    outputs: PathBuf,
-}
+// A test's sandbox (see `tests/common`).
 
 impl Sandbox {
-    /// A sandbox whose topology is `script` (written as `reef.lua` beside HOME).
-    fn new(script: &str) -> Sandbox {
-        let tmp = tempfile::tempdir().expect("a temp dir");
-        let home = tmp.path().join("home");
-        let outputs = tmp.path().join("outputs");
-        std::fs::create_dir(&home).expect("home");
-        std::fs::create_dir(&outputs).expect("outputs dir");
-        let path = tmp.path().join("reef.lua");
-        std::fs::write(&path, script).expect("the script is written");
-        Sandbox {
-            tmp,
-            home,
-            script: path,
-            outputs,
-        }
-    }
-
     /// The main + rescue pair on the given footprints, rescue depending on main, main with
     /// `main_args`.
     fn pair(main: &Footprint, rescue: &Footprint, main_args: &[&str]) -> Sandbox {
@@ -335,214 +89,6 @@ impl Sandbox {
             },
         ]))
     }
-
-    fn script(&self) -> &str {
-        self.script.to_str().expect("temp paths are UTF-8")
-    }
-
-    /// `reef ARGS` in this sandbox's environment.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_reef"));
-        command
-            .args(args)
-            .current_dir(self.tmp.path())
-            .env("HOME", &self.home)
-            .env("NO_COLOR", "1");
-        for var in SCRUBBED_VARS {
-            command.env_remove(var);
-        }
-        command
-    }
-
-    /// Runs `reef ARGS` to completion (within [`DEADLINE`]).
-    fn run(&self, args: &[&str]) -> Run {
-        let label = format!("reef {}", args.first().copied().unwrap_or_default());
-        let mut proc = Proc::spawn(self.command(args), &self.outputs, &label);
-        let code = proc.exit_code();
-        Run {
-            code,
-            stdout: proc.stdout(),
-            stderr: proc.stderr(),
-        }
-    }
-
-    /// `reef up SCRIPT` in the background.
-    fn up(&self) -> Up<'_> {
-        Up {
-            proc: Proc::spawn(
-                self.command(&["up", self.script()]),
-                &self.outputs,
-                "reef up",
-            ),
-            sandbox: self,
-            gateways: BTreeSet::new(),
-        }
-    }
-
-    /// `reef status --json SCRIPT`: the status, or the failed run.
-    fn status(&self) -> Result<Value, Run> {
-        let run = self.run(&["status", "--json", self.script()]);
-        if run.code != 0 {
-            return Err(run);
-        }
-        Ok(serde_json::from_str(&run.stdout)
-            .unwrap_or_else(|err| panic!("`reef status --json` printed no JSON ({err}):\n{run}")))
-    }
-
-    /// The config file of a profile, as OpenClaw places it.
-    fn config_path(&self, profile: &str) -> PathBuf {
-        self.home
-            .join(format!(".openclaw-{profile}"))
-            .join("openclaw.json")
-    }
-}
-
-/// A running `reef up`; dropping it stops reef (SIGTERM, SIGKILL after 15 s). Should reef have
-/// to be killed, the gateways it started (their pids as seen in its status; each leads its own
-/// process group) are killed too, so no test leaves processes behind.
-struct Up<'a> {
-    proc: Proc,
-    sandbox: &'a Sandbox,
-    gateways: BTreeSet<u32>,
-}
-
-impl Drop for Up<'_> {
-    fn drop(&mut self) {
-        if !self.proc.end() {
-            for &pid in &self.gateways {
-                if let Ok(pid) = i32::try_from(pid) {
-                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-            }
-        }
-    }
-}
-
-impl Up<'_> {
-    /// Polls `reef status --json` until `done` holds for it; returns that status. Panics with
-    /// the last status (or error) when reef exits or the deadline passes. `check` runs on every
-    /// status seen, for what must hold throughout.
-    fn wait_until_checking(
-        &mut self,
-        what: &str,
-        mut check: impl FnMut(&Value),
-        done: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let deadline = Instant::now() + DEADLINE;
-        let mut last = String::from("(no status yet)");
-        loop {
-            if let Some(status) = self.proc.try_status() {
-                panic!(
-                    "reef up exited ({status}) while waiting for {what}; last status:\n{last}{}",
-                    self.proc.output()
-                );
-            }
-            match self.sandbox.status() {
-                Ok(status) => {
-                    self.gateways
-                        .extend(instances(&status).iter().filter_map(pid_in));
-                    check(&status);
-                    if done(&status) {
-                        return status;
-                    }
-                    last = serde_json::to_string_pretty(&status).expect("JSON prints");
-                }
-                Err(run) => last = run.to_string(),
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "timed out after {DEADLINE:?} waiting for {what}; last status:\n{last}{}",
-                    self.proc.output()
-                );
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
-    fn wait_until(&mut self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        self.wait_until_checking(what, |_| {}, done)
-    }
-
-    /// Waits until every instance is ready.
-    fn wait_all_ready(&mut self) -> Value {
-        self.wait_until("every instance to be ready", |status| {
-            instances(status).iter().all(|i| i["state"] == "ready")
-        })
-    }
-
-    /// Keeps polling until `seconds` have passed since `since` (a status timestamp), running
-    /// `check` on every status: for asserting that nothing happens.
-    fn observe_for(&mut self, seconds: f64, since: f64, check: impl FnMut(&Value)) -> Value {
-        self.wait_until_checking(
-            &format!("{seconds} s to pass while observing"),
-            check,
-            |_| unix_now() >= since + seconds,
-        )
-    }
-
-    /// Sends `signal` to reef and returns its exit code (within [`DEADLINE`]).
-    fn stop_with(&mut self, signal: Signal) -> i32 {
-        self.proc.signal(signal);
-        self.proc.exit_code()
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reading statuses.
-
-fn instances(status: &Value) -> &Vec<Value> {
-    status["instances"]
-        .as_array()
-        .unwrap_or_else(|| panic!("a status has `instances`: {status:#}"))
-}
-
-fn instance<'a>(status: &'a Value, name: &str) -> &'a Value {
-    instances(status)
-        .iter()
-        .find(|i| i["name"] == name)
-        .unwrap_or_else(|| panic!("no instance `{name}` in {status:#}"))
-}
-
-fn state<'a>(status: &'a Value, name: &str) -> &'a str {
-    instance(status, name)["state"]
-        .as_str()
-        .unwrap_or_else(|| panic!("`{name}` has a state: {status:#}"))
-}
-
-fn pid_in(instance: &Value) -> Option<u32> {
-    instance["pid"].as_u64().map(|pid| pid as u32)
-}
-
-fn pid(status: &Value, name: &str) -> u32 {
-    pid_in(instance(status, name)).unwrap_or_else(|| panic!("`{name}` has no pid: {status:#}"))
-}
-
-fn number(status: &Value, name: &str, field: &str) -> f64 {
-    instance(status, name)[field]
-        .as_f64()
-        .unwrap_or_else(|| panic!("`{name}` has no number `{field}`: {status:#}"))
-}
-
-fn restarts(status: &Value, name: &str) -> u64 {
-    instance(status, name)["restarts"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("`{name}` has no `restarts`: {status:#}"))
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_secs_f64()
-}
-
-/// Whether a process with this pid exists (zombies included).
-fn process_exists(pid: u32) -> bool {
-    kill(Pid::from_raw(i32::try_from(pid).expect("pid fits")), None).is_ok()
-}
-
-fn assert_gone(pid: u32, what: &str) {
-    assert!(!process_exists(pid), "{what} (pid {pid}) is still alive");
 }
 
 fn assert_ports_free(footprint: &Footprint) {
@@ -551,24 +97,11 @@ fn assert_ports_free(footprint: &Footprint) {
     }
 }
 
-/// The cells of the row of a human table whose first cell is `name`.
-fn row(table: &str, name: &str) -> Vec<String> {
-    table
-        .lines()
-        .map(|line| {
-            line.split_whitespace()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .find(|cells| cells.first().map(String::as_str) == Some(name))
-        .unwrap_or_else(|| panic!("no row for `{name}` in:\n{table}"))
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. Up, status, clean stop.
 
 fn up_then_stop_with(signal: Signal) {
-    let (main, rescue) = (Footprint::claim(), Footprint::claim());
+    let (main, rescue) = (claim(), claim());
     let sandbox = Sandbox::pair(&main, &rescue, &[]);
     let mut up = sandbox.up();
     let status = up.wait_all_ready();
@@ -641,7 +174,7 @@ fn sigint_stops_reef_and_every_gateway_cleanly() {
 
 #[test]
 fn a_killed_gateway_comes_back_ready_with_a_new_pid() {
-    let (main, rescue) = (Footprint::claim(), Footprint::claim());
+    let (main, rescue) = (claim(), claim());
     let sandbox = Sandbox::pair(&main, &rescue, &[]);
     let mut up = sandbox.up();
     let before = up.wait_all_ready();
@@ -677,7 +210,7 @@ fn a_killed_gateway_comes_back_ready_with_a_new_pid() {
 
 #[test]
 fn a_config_error_is_not_restarted_until_reef_restart() {
-    let (main, rescue) = (Footprint::claim(), Footprint::claim());
+    let (main, rescue) = (claim(), claim());
     let sandbox = Sandbox::pair(&main, &rescue, &[]);
     let config = sandbox.config_path("rescue");
     std::fs::create_dir_all(config.parent().unwrap()).unwrap();
@@ -729,7 +262,7 @@ fn a_config_error_is_not_restarted_until_reef_restart() {
 
 #[test]
 fn a_foreign_listener_blocks_only_its_instance_until_it_goes() {
-    let (main, rescue) = (Footprint::claim(), Footprint::claim());
+    let (main, rescue) = (claim(), claim());
     let sandbox = Sandbox::pair(&main, &rescue, &[]);
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, rescue.base)).expect("bind");
 
@@ -769,7 +302,7 @@ fn a_foreign_listener_blocks_only_its_instance_until_it_goes() {
 
 #[test]
 fn a_second_reef_up_on_the_same_script_refuses() {
-    let (main, rescue) = (Footprint::claim(), Footprint::claim());
+    let (main, rescue) = (claim(), claim());
     let sandbox = Sandbox::pair(&main, &rescue, &[]);
     let mut up = sandbox.up();
     let before = up.wait_all_ready();
@@ -796,7 +329,7 @@ fn a_second_reef_up_on_the_same_script_refuses() {
 
 #[test]
 fn stop_start_and_restart_one_instance() {
-    let (main, rescue) = (Footprint::claim(), Footprint::claim());
+    let (main, rescue) = (claim(), claim());
     let sandbox = Sandbox::pair(&main, &rescue, &[]);
     let mut up = sandbox.up();
     let ready = up.wait_all_ready();
@@ -868,7 +401,7 @@ fn stop_start_and_restart_one_instance() {
 
 #[test]
 fn logs_show_the_reef_marker_and_the_gateways_own_output() {
-    let (main, rescue) = (Footprint::claim(), Footprint::claim());
+    let (main, rescue) = (claim(), claim());
     let sandbox = Sandbox::pair(&main, &rescue, &[]);
     let mut up = sandbox.up();
     up.wait_all_ready();
@@ -894,7 +427,7 @@ fn logs_show_the_reef_marker_and_the_gateways_own_output() {
 
 #[test]
 fn logs_follow_prints_what_a_restarted_gateway_writes() {
-    let (main, rescue) = (Footprint::claim(), Footprint::claim());
+    let (main, rescue) = (claim(), claim());
     let sandbox = Sandbox::pair(&main, &rescue, &[]);
     let mut up = sandbox.up();
     let ready = up.wait_all_ready();
@@ -968,7 +501,7 @@ fn clients_say_when_no_reef_is_running() {
 
 #[test]
 fn a_dependent_starts_only_after_its_dependency_is_ready() {
-    let (main, rescue) = (Footprint::claim(), Footprint::claim());
+    let (main, rescue) = (claim(), claim());
     let sandbox = Sandbox::pair(&main, &rescue, &["--startup-delay", "1"]);
     let launched = unix_now();
     let mut up = sandbox.up();
@@ -1095,7 +628,7 @@ fn setup_writes_private_minimal_configs_once() {
 
 #[test]
 fn a_gateway_that_ignores_sigterm_is_killed_after_its_stop_timeout() {
-    let main = Footprint::claim();
+    let main = claim();
     // A process group whose leader ignores SIGTERM: the gateway inside exits on the group's
     // SIGTERM, the shell (and its `sleep`s, which inherit the ignored signal) stay.
     let shell = format!(
@@ -1143,7 +676,7 @@ fn a_gateway_that_ignores_sigterm_is_killed_after_its_stop_timeout() {
 
 #[test]
 fn readiness_needs_a_json_body_not_just_a_200() {
-    let main = Footprint::claim();
+    let main = claim();
     // `/no-such-probe` answers 200 with an HTML page, like the real gateway's Control UI.
     let sandbox = Sandbox::new(&format!(
         "local reef = require \"reef\"\n\
@@ -1169,7 +702,7 @@ fn readiness_needs_a_json_body_not_just_a_200() {
 
 #[test]
 fn a_hung_gateway_fails_liveness_and_is_replaced() {
-    let main = Footprint::claim();
+    let main = claim();
     let sandbox = Sandbox::new(&format!(
         "local reef = require \"reef\"\n\
          reef.gateway {{ profile = \"main\", port = {},\n\
@@ -1206,7 +739,7 @@ fn a_hung_gateway_fails_liveness_and_is_replaced() {
 
 #[test]
 fn restart_policies_never_and_on_failure_leave_an_ended_gateway_down() {
-    let (never, on_failure) = (Footprint::claim(), Footprint::claim());
+    let (never, on_failure) = (claim(), claim());
     let sandbox = Sandbox::new(&format!(
         "local reef = require \"reef\"\n\
          reef.gateway {{ profile = \"never\", port = {}, restart = {{ policy = \"never\" }} }}\n\
