@@ -739,11 +739,13 @@ fn install(args: InstallArgs) -> Result<Exit> {
             home.join("Library/LaunchAgents"),
             crate::export::export(&plan, crate::export::Format::Launchd, &options),
         ),
-        (ServiceManager::Launchd, InstallMode::Supervisor) => {
-            anyhow::bail!(
-                "--mode supervisor writes a systemd unit; on macOS use --mode per-instance (launchd agents)"
-            )
-        }
+        (ServiceManager::Launchd, InstallMode::Supervisor) => (
+            home.join("Library/LaunchAgents"),
+            crate::export::Export {
+                files: vec![crate::export::launchd::supervisor(&options)],
+                ..crate::export::Export::default()
+            },
+        ),
     };
     let style = Style::for_stderr();
     for warning in &exported.warnings {

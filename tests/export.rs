@@ -421,3 +421,32 @@ fn launchd_agents_are_well_formed_property_lists() {
         }
     }
 }
+
+#[test]
+fn launchd_supervisor_mode_runs_reef_up() {
+    let home = tempfile::tempdir().unwrap();
+    let output = reef(home.path())
+        .args([
+            "install",
+            "--dry-run",
+            "--mode",
+            "supervisor",
+            "--target",
+            "launchd",
+            "examples/rescue.lua",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("<string>up</string>"), "{stdout}");
+    assert!(
+        stdout.contains("dev.reef.examples.plist") || stdout.contains("dev.reef."),
+        "{stdout}"
+    );
+    assert!(stdout.contains("launchctl bootstrap"), "{stdout}");
+    assert!(
+        !home.path().join("Library").exists(),
+        "a dry run writes nothing"
+    );
+}

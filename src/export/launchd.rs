@@ -113,3 +113,50 @@ fn plist(instance: &Instance, options: &Options) -> String {
     let _ = writeln!(out, "</plist>");
     out
 }
+
+/// The label of the agent that runs `reef up` for a topology.
+pub fn supervisor_label(topology: &str) -> String {
+    format!("dev.reef.{}", super::dns_label(topology))
+}
+
+/// One agent that runs `reef up` on the script, kept alive by launchd. On SIGTERM reef stops
+/// its gateways; if reef crashes, launchd starts it again and it adopts them.
+pub fn supervisor(options: &Options) -> File {
+    let label = supervisor_label(&options.topology);
+    let mut out = String::new();
+    let _ = writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+    let _ = writeln!(
+        out,
+        r#"<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">"#
+    );
+    let _ = writeln!(
+        out,
+        "<!-- Written by reef from {}; runs `reef up` on it. -->",
+        xml(&options.script.display().to_string())
+    );
+    let _ = writeln!(out, r#"<plist version="1.0">"#);
+    let _ = writeln!(out, "<dict>");
+    let _ = writeln!(
+        out,
+        "  <key>Label</key>\n  <string>{}</string>",
+        xml(&label)
+    );
+    let _ = writeln!(out, "  <key>ProgramArguments</key>\n  <array>");
+    for word in [
+        options.reef_binary.display().to_string(),
+        "up".to_owned(),
+        options.script.display().to_string(),
+    ] {
+        let _ = writeln!(out, "    <string>{}</string>", xml(&word));
+    }
+    let _ = writeln!(out, "  </array>");
+    let _ = writeln!(out, "  <key>RunAtLoad</key>\n  <true/>");
+    let _ = writeln!(out, "  <key>KeepAlive</key>\n  <true/>");
+    let _ = writeln!(out, "  <key>ExitTimeOut</key>\n  <integer>120</integer>");
+    let _ = writeln!(out, "</dict>");
+    let _ = writeln!(out, "</plist>");
+    File {
+        name: format!("{label}.plist"),
+        content: out,
+    }
+}
