@@ -66,15 +66,66 @@ pub struct Ledger {
     path: PathBuf,
     script: PathBuf,
     entries: BTreeMap<String, Entry>,
+    writer: Writer,
+}
+
+/// Where the file is written: right away, or by a thread that keeps only the newest content,
+/// so that fsyncs never stall the supervisor.
+#[derive(Debug)]
+enum Writer {
+    Inline,
+    Background(std::sync::mpsc::Sender<Job>),
+}
+
+enum Job {
+    /// The new content; `None` removes the file.
+    Write(Option<String>),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Job::Write(_) => "Write",
+            Job::Flush(_) => "Flush",
+        })
+    }
 }
 
 impl Ledger {
-    /// An empty ledger that will be written at `path`.
+    /// An empty ledger that will be written at `path`, on every change, before returning.
     pub fn new(path: PathBuf, script: PathBuf) -> Ledger {
         Ledger {
             path,
             script,
             entries: BTreeMap::new(),
+            writer: Writer::Inline,
+        }
+    }
+
+    /// An empty ledger whose writes happen on a thread of its own (inside `reef up`). Errors
+    /// are logged there; [`Ledger::flush`] waits for the writes queued so far.
+    pub fn in_background(path: PathBuf, script: PathBuf) -> std::io::Result<Ledger> {
+        let (jobs, inbox) = std::sync::mpsc::channel::<Job>();
+        let target = path.clone();
+        std::thread::Builder::new()
+            .name("reef-ledger".into())
+            .spawn(move || write_forever(&target, &inbox))?;
+        Ok(Ledger {
+            path,
+            script,
+            entries: BTreeMap::new(),
+            writer: Writer::Background(jobs),
+        })
+    }
+
+    /// Waits until every change so far is on disk.
+    pub fn flush(&self) {
+        if let Writer::Background(jobs) = &self.writer {
+            let (done, written) = std::sync::mpsc::channel();
+            if jobs.send(Job::Flush(done)).is_ok() {
+                let _ = written.recv();
+            }
         }
     }
 
@@ -116,24 +167,69 @@ impl Ledger {
         Ok(())
     }
 
-    fn save(&self) -> Result<(), LedgerError> {
-        let write_error = |error: std::io::Error| LedgerError::Write {
-            path: self.path.display().to_string(),
-            error,
-        };
-        if self.entries.is_empty() {
-            return match std::fs::remove_file(&self.path) {
-                Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(write_error(err)),
-                _ => Ok(()),
+    /// The file's content for the current entries; `None` when there are none (no file).
+    fn content(&self) -> Option<String> {
+        (!self.entries.is_empty()).then(|| {
+            let file = LedgerFile {
+                format: LEDGER_FORMAT,
+                script: self.script.clone(),
+                entries: self.entries.values().cloned().collect(),
             };
+            serde_json::to_string_pretty(&file).expect("ledgers serialize")
+        })
+    }
+
+    fn save(&self) -> Result<(), LedgerError> {
+        let content = self.content();
+        match &self.writer {
+            Writer::Inline => {
+                store(&self.path, content.as_deref()).map_err(|error| LedgerError::Write {
+                    path: self.path.display().to_string(),
+                    error,
+                })
+            }
+            Writer::Background(jobs) => {
+                // A writer that is gone (never, short of a panic) leaves the file as it was.
+                let _ = jobs.send(Job::Write(content));
+                Ok(())
+            }
         }
-        let file = LedgerFile {
-            format: LEDGER_FORMAT,
-            script: self.script.clone(),
-            entries: self.entries.values().cloned().collect(),
-        };
-        let text = serde_json::to_string_pretty(&file).expect("ledgers serialize");
-        write_atomically(&self.path, text.as_bytes()).map_err(write_error)
+    }
+}
+
+/// Writes or removes the ledger file.
+fn store(path: &Path, content: Option<&str>) -> std::io::Result<()> {
+    match content {
+        Some(text) => write_atomically(path, text.as_bytes()),
+        None => match std::fs::remove_file(path) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// The writer thread: of a burst of changes, only the newest content is written.
+fn write_forever(path: &Path, inbox: &std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = inbox.recv() {
+        let mut newest: Option<Option<String>> = None;
+        let mut flushes = Vec::new();
+        for job in std::iter::once(first).chain(inbox.try_iter()) {
+            match job {
+                Job::Write(content) => newest = Some(content),
+                Job::Flush(done) => flushes.push(done),
+            }
+        }
+        if let Some(content) = newest
+            && let Err(err) = store(path, content.as_deref())
+        {
+            tracing::error!(
+                "cannot write the ledger {}: {err}; a crash of reef now would orphan gateways",
+                path.display()
+            );
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
     }
 }
 
@@ -189,6 +285,21 @@ mod tests {
         );
         ledger.forget("main", 10).unwrap();
         ledger.forget("rescue", 11).unwrap();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_background_ledger_lands_on_disk_by_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.json");
+        let mut ledger = Ledger::in_background(path.clone(), "reef.lua".into()).unwrap();
+        for pid in 1..50 {
+            ledger.record(entry("main", pid)).unwrap();
+        }
+        ledger.flush();
+        assert_eq!(Ledger::read(&path).unwrap(), vec![entry("main", 49)]);
+        ledger.forget("main", 49).unwrap();
+        ledger.flush();
         assert!(!path.exists());
     }
 

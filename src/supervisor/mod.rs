@@ -423,10 +423,10 @@ pub async fn run(
         reef_binary,
         inherited_env: Arc::new(inherited_env),
         changed: Arc::new(changed),
-        ledger: Arc::new(Mutex::new(Ledger::new(
-            dirs.ledger.clone(),
-            plan.topology.script.clone(),
-        ))),
+        ledger: Arc::new(Mutex::new(
+            Ledger::in_background(dirs.ledger.clone(), plan.topology.script.clone())
+                .context("cannot start the thread that writes the ledger")?,
+        )),
         hooks,
     };
 
@@ -519,6 +519,7 @@ pub async fn run(
     server.abort();
     rotation.abort();
     let _ = std::fs::remove_file(&dirs.socket);
+    context.ledger.lock().expect("ledger lock").flush();
     tracing::info!("all gateways stopped");
     Ok(())
 }
