@@ -440,7 +440,10 @@ fn launchd_supervisor_mode_runs_reef_up() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     assert!(stdout.contains("<string>up</string>"), "{stdout}");
-    assert!(stdout.contains("LaunchAgents/dev.reef.rescue.plist"), "{stdout}");
+    assert!(
+        stdout.contains("LaunchAgents/dev.reef.rescue.plist"),
+        "{stdout}"
+    );
     assert!(stdout.contains("launchctl bootstrap"), "{stdout}");
     assert!(
         !home.path().join("Library").exists(),
