@@ -23,6 +23,9 @@ pub struct Cli {
 pub enum Command {
     /// Evaluate and validate a topology: instances, ports, dirs; every isolation mistake explained.
     Plan(PlanArgs),
+    /// The plan against this host: ports in use, dir and config permissions, config keys that
+    /// break isolation.
+    Check(PlanArgs),
     /// Print `export` lines that reproduce an instance's environment for a manual run.
     Env(EnvArgs),
     /// Write a starter reef.lua (a main and a rescue gateway); never overwrites.

@@ -56,6 +56,7 @@ pub fn run(command: Command) -> Result<Exit> {
     match command {
         Command::Plan(args) => plan(args),
         Command::Env(args) => env(args),
+        Command::Check(args) => check(args),
         Command::Init(args) => init(args),
         Command::Setup(args) => setup(args),
         Command::Up(args) => up(args),
@@ -815,4 +816,61 @@ fn install(args: InstallArgs) -> Result<Exit> {
         println!("  {command}");
     }
     Ok(Exit::Success)
+}
+
+fn check(args: PlanArgs) -> Result<Exit> {
+    let plan = match load(&args.script.script, args.json)? {
+        Ok(plan) => plan,
+        Err(exit) => return Ok(exit),
+    };
+    // The topology's own running gateways hold their ports on purpose.
+    let own: std::collections::BTreeSet<u32> = dirs_of(&args.script.script)
+        .ok()
+        .and_then(|dirs| crate::supervisor::ledger::Ledger::read(&dirs.ledger).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|entry| entry.is_alive())
+        .map(|entry| entry.pid)
+        .collect();
+    let findings = crate::check::check(&plan, &own);
+    let errors = findings
+        .iter()
+        .any(|f| f.severity == crate::check::Severity::Error)
+        || !plan.is_valid();
+    if args.json {
+        let json = serde_json::json!({
+            "format": render::JSON_FORMAT,
+            "script": plan.topology.script,
+            "valid": !errors,
+            "violations": plan.report.violations,
+            "warnings": plan.report.warnings,
+            "findings": findings,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        report_violations(&plan);
+        let style = Style::for_stderr();
+        for finding in &findings {
+            let label = match finding.severity {
+                crate::check::Severity::Error => style.error("error:"),
+                crate::check::Severity::Warning => style.warning("warning:"),
+            };
+            eprintln!("{label} {}", finding.message);
+        }
+        let count = plan.topology.instances.len();
+        println!(
+            "{count} gateway{} checked against this host: {}",
+            if count == 1 { "" } else { "s" },
+            if errors {
+                "problems found"
+            } else {
+                "ready to run"
+            }
+        );
+    }
+    Ok(if errors {
+        Exit::Violations
+    } else {
+        Exit::Success
+    })
 }

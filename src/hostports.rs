@@ -49,6 +49,24 @@ pub fn first_taken(ports: &[u16]) -> Option<Holder> {
         .map(|&port| holder(port))
 }
 
+/// Every TCP port something listens on (IPv4 and IPv6).
+pub fn listening_ports() -> std::collections::BTreeSet<u16> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let port = u16::from_str_radix(fields.get(1)?.rsplit(':').next()?, 16).ok()?;
+                    (*fields.get(3)? == "0A").then_some(port)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Who listens on `port` (TCP, IPv4 or IPv6).
 pub fn holder(port: u16) -> Holder {
     let inodes: Vec<u64> = ["/proc/net/tcp", "/proc/net/tcp6"]
@@ -111,7 +129,20 @@ pub fn command_line(pid: u32) -> Option<String> {
         .filter(|word| !word.is_empty())
         .map(|word| String::from_utf8_lossy(word).into_owned())
         .collect();
-    (!words.is_empty()).then(|| words.join(" "))
+    if words.is_empty() {
+        return None;
+    }
+    // One line, and short enough to read in a message.
+    let line: String = words
+        .join(" ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some(if line.chars().count() > 120 {
+        format!("{}…", line.chars().take(119).collect::<String>())
+    } else {
+        line
+    })
 }
 
 #[cfg(test)]

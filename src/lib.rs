@@ -17,6 +17,7 @@
 //! - [`control`]: the Unix-socket server of a running `reef up` and its client.
 //! - [`layout`]: where a topology's lock, logs and socket live.
 //! - [`hostports`]: which ports are free on the host, and who holds the others.
+//! - [`check`]: `reef check`, the plan against the host (listeners, permissions, configs).
 //! - [`setup`]: state dirs and minimal configs for `reef setup`.
 //! - [`gateway`]: the built-in reference gateway (`reef gateway`).
 //! - [`export`]: the plan as systemd units, launchd agents, Compose, Kubernetes, Nomad (pure).
@@ -29,6 +30,7 @@
 //! no async runtime, no filesystem. The Lua layer turns a script into a `Topology` (and, inside
 //! `reef up`, keeps the VM to run its hooks); everything after works on data.
 
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod control;

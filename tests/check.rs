@@ -1,0 +1,157 @@
+//! `reef check`: the plan against the host.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn reef(home: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_reef"));
+    command
+        .env("HOME", home)
+        .env("NO_COLOR", "1")
+        .env_remove("OPENCLAW_HOME")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("REEF_SCRIPT");
+    command
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Two bases 200 apart in this test's own slot (tests run in parallel and some of them bind
+/// ports in their footprints), in a range no other test binary uses; both footprints free.
+fn free_pair(slot: u16) -> (u16, u16) {
+    let free = |base: u16| (base..=base + 110).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+    let base = 18_100 + slot * 350;
+    assert!(
+        free(base) && free(base + 200),
+        "ports {base}..{} are in use by another program",
+        base + 310
+    );
+    (base, base + 200)
+}
+
+fn topology(home: &Path, a: u16, b: u16) -> std::path::PathBuf {
+    let script = home.join("reef.lua");
+    std::fs::write(
+        &script,
+        format!("reef.gateway {{ profile = \"a\", port = {a} }}\nreef.gateway {{ profile = \"b\", port = {b} }}\n"),
+    )
+    .unwrap();
+    script
+}
+
+fn check(home: &Path, script: &Path, json: bool) -> Output {
+    let mut command = reef(home);
+    command.arg("check").arg(script);
+    if json {
+        command.arg("--json");
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn a_clean_host_is_ready_to_run() {
+    let home = tempfile::tempdir().unwrap();
+    let (a, b) = free_pair(0);
+    let script = topology(home.path(), a, b);
+    let output = check(home.path(), &script, false);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("ready to run"));
+}
+
+#[test]
+fn a_foreign_listener_on_the_gateway_port_is_an_error_and_in_the_cdp_range_a_warning() {
+    let home = tempfile::tempdir().unwrap();
+    let (a, b) = free_pair(1);
+    let script = topology(home.path(), a, b);
+    let _gateway = TcpListener::bind(("127.0.0.1", a)).unwrap();
+    let _cdp = TcpListener::bind(("127.0.0.1", b + 50)).unwrap();
+    let output = check(home.path(), &script, false);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    let me = std::process::id().to_string();
+    assert!(
+        stderr.contains(&format!("error: `a`: port {a} is held by pid {me}"))
+            && stderr.contains("would be blocked"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "warning: `b`: port {} is held by pid {me}",
+            b + 50
+        )) && stderr.contains("CDP range"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn configs_and_permissions_that_break_isolation_are_reported() {
+    let home = tempfile::tempdir().unwrap();
+    let (a, b) = free_pair(2);
+    let script = topology(home.path(), a, b);
+    let (dir_a, dir_b) = (
+        home.path().join(".openclaw-a"),
+        home.path().join(".openclaw-b"),
+    );
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    std::fs::write(
+        dir_a.join("openclaw.json"),
+        "{ gateway: { port: 1 }, browser: { cdpUrl: 'http://127.0.0.1:9222' } }",
+    )
+    .unwrap();
+    std::fs::write(
+        dir_b.join("openclaw.json"),
+        format!(
+            "{{ browser: {{ cdpUrl: 'http://127.0.0.1:9222' }}, agents: {{ defaults: {{ workspace: '{}' }} }} }}",
+            dir_a.join("workspace").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir_a, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        dir_a.join("openclaw.json"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+
+    let output = check(home.path(), &script, true);
+    assert_eq!(output.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["valid"], false);
+    let kinds: Vec<(&str, &str)> = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["kind"].as_str().unwrap(), f["severity"].as_str().unwrap()))
+        .collect();
+    for expected in [
+        ("config-workspace", "error"),
+        ("shared-config-value", "error"),
+        ("config-port", "warning"),
+        ("state-dir-permissions", "warning"),
+        ("config-permissions", "warning"),
+    ] {
+        assert!(kinds.contains(&expected), "{expected:?} not in {kinds:?}");
+    }
+}
+
+#[test]
+fn an_invalid_config_is_an_error() {
+    let home = tempfile::tempdir().unwrap();
+    let (a, b) = free_pair(3);
+    let script = topology(home.path(), a, b);
+    std::fs::create_dir_all(home.path().join(".openclaw-a")).unwrap();
+    std::fs::write(home.path().join(".openclaw-a/openclaw.json"), "{ broken").unwrap();
+    let output = check(home.path(), &script, false);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("would exit 78"),
+        "{}",
+        text(&output.stderr)
+    );
+}
