@@ -83,6 +83,19 @@ impl Drop for Running {
     }
 }
 
+/// Starts `reef up` on `script` in the background, its output in `log` under `home`.
+fn start_up(home: &Path, script: &Path, log: &str) -> Child {
+    let log = std::fs::File::create(home.join(log)).unwrap();
+    reef(home)
+        .arg("up")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
 fn status(home: &Path, script: &Path) -> Option<Value> {
     let output = reef(home)
         .arg("status")
@@ -143,15 +156,7 @@ fn real_openclaw_main_and_rescue_run_under_reef() {
         String::from_utf8_lossy(&setup.stderr)
     );
 
-    let log = std::fs::File::create(home.path().join("reef-up.log")).unwrap();
-    let child = reef(home.path())
-        .arg("up")
-        .arg(&script)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let child = start_up(home.path(), &script, "reef-up.log");
     let mut up = Running(child);
 
     let started = Instant::now();
@@ -231,15 +236,7 @@ fn real_openclaw_main_and_rescue_run_under_reef() {
             "a gateway stopped serving when reef died: {body}"
         );
     }
-    let log = std::fs::File::create(home.path().join("reef-up-2.log")).unwrap();
-    let child = reef(home.path())
-        .arg("up")
-        .arg(&script)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let child = start_up(home.path(), &script, "reef-up-2.log");
     up = Running(child);
     let deadline = Instant::now() + Duration::from_secs(60);
     let adopted = loop {

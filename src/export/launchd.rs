@@ -40,7 +40,8 @@ pub fn per_instance(instances: &[&Instance], options: &Options, export: &mut Exp
     }
 }
 
-fn plist(instance: &Instance, options: &Options) -> String {
+/// The XML prologue and the opening `<dict>` of an agent, with reef's marker comment.
+fn opening(options: &Options, what: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
     let _ = writeln!(
@@ -49,12 +50,17 @@ fn plist(instance: &Instance, options: &Options) -> String {
     );
     let _ = writeln!(
         out,
-        "<!-- Written by reef from {}; instance `{}`. -->",
+        "<!-- Written by reef from {}; {}. -->",
         xml(&options.script.display().to_string()),
-        xml(&instance.name)
+        xml(what)
     );
     let _ = writeln!(out, r#"<plist version="1.0">"#);
     let _ = writeln!(out, "<dict>");
+    out
+}
+
+fn plist(instance: &Instance, options: &Options) -> String {
+    let mut out = opening(options, &format!("instance `{}`", instance.name));
     let _ = writeln!(
         out,
         "  <key>Label</key>\n  <string>{}</string>",
@@ -123,19 +129,7 @@ pub fn supervisor_label(topology: &str) -> String {
 /// its gateways; if reef crashes, launchd starts it again and it adopts them.
 pub fn supervisor(options: &Options) -> File {
     let label = supervisor_label(&options.topology);
-    let mut out = String::new();
-    let _ = writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
-    let _ = writeln!(
-        out,
-        r#"<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">"#
-    );
-    let _ = writeln!(
-        out,
-        "<!-- Written by reef from {}; runs `reef up` on it. -->",
-        xml(&options.script.display().to_string())
-    );
-    let _ = writeln!(out, r#"<plist version="1.0">"#);
-    let _ = writeln!(out, "<dict>");
+    let mut out = opening(options, "runs `reef up` on it");
     let _ = writeln!(
         out,
         "  <key>Label</key>\n  <string>{}</string>",
