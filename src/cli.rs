@@ -26,7 +26,15 @@ pub enum Command {
     /// The plan against this host: ports in use, dir and config permissions, config keys that
     /// break isolation.
     Check(PlanArgs),
-    /// Print `export` lines that reproduce an instance's environment for a manual run.
+    /// Print what `reef up` runs for an instance, as shell lines for a manual run.
+    ///
+    /// `unset` for the OpenClaw variables of your shell that would point the gateway elsewhere
+    /// (OPENCLAW_*, and the legacy CLAWDBOT_* / MOLTBOT_*), `export` for the gateway's own
+    /// variables, then, as a comment, its working directory and full command line with the
+    /// flags reef adds. Host variables reef passes through unchanged (PATH, HOME, USER, LANG,
+    /// LC_*, TZ, TMPDIR, XDG_* dirs, proxies, CA certificates) are left out: your shell already
+    /// has them. Use as `eval "$(reef env NAME)"`. Your shell keeps its other variables; `reef up`
+    /// does not pass them (`--json` shows the exact environment).
     Env(EnvArgs),
     /// Write a starter reef.lua (a main and a rescue gateway); never overwrites.
     Init(InitArgs),
@@ -88,7 +96,7 @@ pub struct EnvArgs {
     #[command(flatten)]
     pub script: ScriptArg,
 
-    /// Print the variables as a JSON object instead.
+    /// Print the launch as JSON instead: {argv, env, cwd}, with the complete environment.
     #[arg(long)]
     pub json: bool,
 }
@@ -108,6 +116,11 @@ pub struct SetupArgs {
     /// Report what was done as JSON.
     #[arg(long)]
     pub json: bool,
+
+    /// Use a state dir or config path that is a symbolic link (refused by default: a link can
+    /// point into another instance's or user's files).
+    #[arg(long)]
+    pub allow_symlinks: bool,
 }
 
 #[derive(Debug, Args)]

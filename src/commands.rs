@@ -14,7 +14,7 @@ use crate::layout::{TopologyDirs, UpLock};
 use crate::lua::{Host, Limits};
 use crate::plan::{self, Plan};
 use crate::render::{self, Style};
-use crate::topology::{INHERITED_GATEWAY_VARS, PROFILE_VARS, Runtime};
+use crate::supervisor::launch;
 
 /// reef's exit codes (documented in the README).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,56 @@ pub const TYPE_STUBS: &str = include_str!("templates/reef-meta.lua");
 /// Points lua-language-server at the stubs.
 const LUARC: &str = "{\n  \"runtime.version\": \"Lua 5.4\",\n  \"workspace.library\": [\"types\"],\n  \"diagnostics.globals\": [\"reef\"]\n}\n";
 
+/// stdout was closed by its reader (`reef plan --json | head`): the reader has what it wanted,
+/// so the command ends quietly with success instead of panicking in `println!` (exit 101).
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed by its reader")]
+pub struct StdoutClosed;
+
+/// A stdout write error, with a closed pipe turned into [`StdoutClosed`].
+fn stdout_error(err: std::io::Error) -> anyhow::Error {
+    if err.kind() == std::io::ErrorKind::BrokenPipe {
+        StdoutClosed.into()
+    } else {
+        anyhow::Error::new(err).context("cannot write to stdout")
+    }
+}
+
+/// Writes to stdout and flushes, so a closed pipe is seen here and not at exit.
+fn emit(text: std::fmt::Arguments<'_>) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_fmt(text)
+        .and_then(|()| stdout.flush())
+        .map_err(stdout_error)
+}
+
+/// `print!` through [`emit`]: returns early from the command when stdout is closed.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        emit(format_args!($($arg)*))?
+    };
+}
+
+/// `println!` through [`emit`].
+macro_rules! outln {
+    () => {
+        emit(format_args!("\n"))?
+    };
+    ($($arg:tt)*) => {
+        emit(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
 pub fn run(command: Command) -> Result<Exit> {
+    let result = dispatch(command);
+    match result {
+        Err(err) if err.downcast_ref::<StdoutClosed>().is_some() => Ok(Exit::Success),
+        other => other,
+    }
+}
+
+fn dispatch(command: Command) -> Result<Exit> {
     match command {
         Command::Plan(args) => plan(args),
         Command::Env(args) => env(args),
@@ -82,7 +131,7 @@ fn load(script: &std::path::Path, json: bool) -> Result<Result<Plan, Exit>> {
         Ok(plan) => Ok(plan),
         Err(err) => {
             if json {
-                println!(
+                outln!(
                     "{}",
                     render::script_error_json(script, &err, &planned.files)
                 );
@@ -111,16 +160,14 @@ fn plan(args: PlanArgs) -> Result<Exit> {
         Exit::Violations
     };
     if args.json {
-        println!("{}", render::plan_json(&plan));
+        outln!("{}", render::plan_json(&plan));
         return Ok(exit);
     }
     let style = Style::for_stderr();
-    let mut stdout = std::io::stdout().lock();
     if !plan.topology.instances.is_empty() {
-        write!(stdout, "{}", render::plan_table(&plan, &home()))?;
+        out!("{}", render::plan_table(&plan, &home()));
     }
-    writeln!(stdout, "{}", render::plan_summary(&plan))?;
-    stdout.flush()?;
+    outln!("{}", render::plan_summary(&plan));
     for warning in &plan.report.warnings {
         eprintln!("{}", render::warning_text(warning, style));
     }
@@ -152,27 +199,16 @@ fn env(args: EnvArgs) -> Result<Exit> {
             args.script.script.display()
         );
     }
-    let vars = instance.profile_env();
+    let inherited = process_env();
+    let reef_binary = std::env::current_exe().context("cannot find reef's own binary")?;
+    let config = launch::read_config(&instance.config_path);
+    // The very call `reef up` makes before it spawns the gateway.
+    let launch = launch::launch(instance, &reef_binary, &inherited, config.as_ref());
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&vars)?);
-        return Ok(Exit::Success);
+        outln!("{}", serde_json::to_string_pretty(&launch)?);
+    } else {
+        out!("{}", render::launch_script(&launch, &inherited));
     }
-    let mut out = render::env_exports(&vars, PROFILE_VARS, INHERITED_GATEWAY_VARS);
-    let command = match instance.runtime {
-        Runtime::Builtin => format!("reef gateway --port {}", instance.port),
-        Runtime::Openclaw => format!("openclaw gateway --port {}", instance.port),
-        Runtime::Command => shlex::try_join(
-            instance
-                .command
-                .iter()
-                .flatten()
-                .chain(&instance.args)
-                .map(String::as_str),
-        )
-        .unwrap_or_default(),
-    };
-    out.push_str(&format!("# then run: {command}\n"));
-    print!("{out}");
     Ok(Exit::Success)
 }
 
@@ -194,10 +230,11 @@ fn init(args: InitArgs) -> Result<Exit> {
     };
     file.write_all(STARTER_SCRIPT.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    println!(
+    // Every file first, then the report: a reader that goes away stops no write.
+    let mut done = vec![format!(
         "wrote {}: a main gateway on 18789 and a rescue gateway on 19789",
         path.display()
-    );
+    )];
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -205,7 +242,7 @@ fn init(args: InitArgs) -> Result<Exit> {
     for (relative, content) in [("types/reef.lua", TYPE_STUBS), (".luarc.json", LUARC)] {
         let target = dir.join(relative);
         if target.exists() {
-            println!("kept the existing {}", target.display());
+            done.push(format!("kept the existing {}", target.display()));
             continue;
         }
         if let Some(parent) = target.parent() {
@@ -214,15 +251,24 @@ fn init(args: InitArgs) -> Result<Exit> {
         }
         std::fs::write(&target, content)
             .with_context(|| format!("cannot write {}", target.display()))?;
-        println!("wrote {} (editor completion for reef.*)", target.display());
+        done.push(format!(
+            "wrote {} (editor completion for reef.*)",
+            target.display()
+        ));
     }
-    println!("next: reef plan {}", path.display());
+    done.push(format!("next: reef plan {}", path.display()));
+    for line in &done {
+        outln!("{line}");
+    }
     Ok(Exit::Success)
 }
 
 fn current_thread_runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Blocking work (port checks, /proc walks, file opens, fsyncs) is short: a few threads
+        // serve it; hundreds would only cost memory.
+        .max_blocking_threads(4)
         .build()
         .context("cannot start the async runtime")
 }
@@ -252,11 +298,32 @@ fn setup(args: SetupArgs) -> Result<Exit> {
         eprintln!("nothing was set up: fix the violations above first");
         return Ok(Exit::Violations);
     }
+    // Every instance first, then the report: a reader that goes away stops no setup.
     let mut reports = Vec::new();
+    let mut failure = None;
     for instance in &plan.topology.instances {
-        let report = crate::setup::set_up(instance)
-            .with_context(|| format!("setting up `{}`", instance.name))?;
-        if !args.json {
+        match crate::setup::set_up_with(
+            instance,
+            &crate::setup::SetupOptions {
+                allow_symlinks: args.allow_symlinks,
+            },
+        ) {
+            Ok(report) => reports.push((instance, report)),
+            Err(err) => {
+                failure = Some(err.context(format!("setting up `{}`", instance.name)));
+                break;
+            }
+        }
+    }
+    let print = || -> Result<()> {
+        if args.json {
+            if failure.is_none() {
+                let reports: Vec<_> = reports.iter().map(|(_, report)| report).collect();
+                outln!("{}", serde_json::to_string_pretty(&reports)?);
+            }
+            return Ok(());
+        }
+        for (instance, report) in &reports {
             let mut done = Vec::new();
             if report.created_state_dir {
                 done.push(format!("created {} (0700)", instance.state_dir.display()));
@@ -273,7 +340,7 @@ fn setup(args: SetupArgs) -> Result<Exit> {
                     instance.config_path.display()
                 ));
             }
-            println!("{}: {}", instance.name, done.join("; "));
+            outln!("{}: {}", instance.name, done.join("; "));
             if let Some(note) = &report.note {
                 eprintln!(
                     "{} {}: {note}",
@@ -282,11 +349,14 @@ fn setup(args: SetupArgs) -> Result<Exit> {
                 );
             }
         }
-        reports.push(report);
+        Ok(())
+    };
+    let printed = print();
+    // A failed setup is the news, also when nobody reads stdout any more.
+    if let Some(err) = failure {
+        return Err(err);
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
-    }
+    printed?;
     Ok(Exit::Success)
 }
 
@@ -379,28 +449,27 @@ fn status(args: StatusArgs) -> Result<Exit> {
         let response = ask(script, &Request::Status)?;
         let status = response.status.context("reef sent no status")?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&status)?);
+            outln!("{}", serde_json::to_string_pretty(&status)?);
             return Ok(Exit::Success);
         }
         let table = render::status_table(&status, crate::supervisor::status::unix_now());
         if clear {
-            print!("\x1b[2J\x1b[H");
+            out!("\x1b[2J\x1b[H");
         }
-        print!("{table}");
-        std::io::stdout().flush()?;
+        out!("{table}");
         if !args.watch {
             return Ok(Exit::Success);
         }
         std::thread::sleep(std::time::Duration::from_secs(1));
         if !clear {
-            println!();
+            outln!();
         }
     }
 }
 
 fn control_verb(args: NameArgs, make: fn(String) -> Request) -> Result<Exit> {
     let response = ask(&args.script.script, &make(args.name.clone()))?;
-    println!(
+    outln!(
         "{}: {}",
         args.name,
         response.message.unwrap_or_else(|| "done".into())
@@ -429,13 +498,11 @@ fn logs(args: LogsArgs) -> Result<Exit> {
             anyhow::anyhow!("cannot read {}: {err}", log.display())
         }
     })?;
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(text.as_bytes())?;
-    stdout.flush()?;
+    out!("{text}");
     if !args.follow {
         return Ok(Exit::Success);
     }
-    follow(&log, &mut stdout)
+    follow(&log, &mut std::io::stdout().lock())
 }
 
 /// Prints what is appended to `log`, forever; starts over when the file is truncated (rotated).
@@ -457,8 +524,9 @@ fn follow(log: &std::path::Path, out: &mut impl Write) -> Result<Exit> {
                 .take(size - offset)
                 .read_to_end(&mut buffer)?;
             offset += buffer.len() as u64;
-            out.write_all(&buffer)?;
-            out.flush()?;
+            out.write_all(&buffer)
+                .and_then(|()| out.flush())
+                .map_err(stdout_error)?;
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
@@ -486,7 +554,7 @@ fn down(args: ScriptArg) -> Result<Exit> {
     let dirs = dirs_of(script)?;
     match control::request(&dirs.running_socket(), &Request::Down) {
         Ok(response) if response.ok => {
-            println!("{}", response.message.unwrap_or_else(|| "stopped".into()));
+            outln!("{}", response.message.unwrap_or_else(|| "stopped".into()));
             return Ok(Exit::Success);
         }
         Ok(response) => anyhow::bail!(
@@ -496,14 +564,8 @@ fn down(args: ScriptArg) -> Result<Exit> {
         Err(control::ClientError::NotRunning(_)) => {}
         Err(err) => return Err(err.into()),
     }
-    // No reef runs this topology: stop what its ledger proves is ours.
-    if !dirs.ledger.exists() {
-        println!(
-            "nothing to stop: no reef runs {} and it has no ledger of gateways",
-            script.display()
-        );
-        return Ok(Exit::Success);
-    }
+    // No reef runs this topology: stop what its ledger and its markers prove are its own
+    // (escaped descendants included), holding the lock so that no `reef up` starts meanwhile.
     let _lock = UpLock::acquire(&dirs).map_err(|err| match err.downcast::<crate::layout::AlreadyRunning>() {
         Ok(running) => anyhow::anyhow!(
             "reef pid {} holds this topology but its control socket ({}) does not answer; stop that process first",
@@ -512,43 +574,17 @@ fn down(args: ScriptArg) -> Result<Exit> {
         ),
         Err(other) => other,
     })?;
-    let entries = crate::supervisor::ledger::Ledger::read(&dirs.ledger)
-        .map_err(|err| anyhow::anyhow!("{err}; nothing was stopped"))?;
-    if entries.is_empty() {
-        println!(
-            "nothing to stop: no reef runs {} and its ledger lists no gateway",
+    let lines =
+        crate::supervisor::down_without_reef(&dirs).map_err(|err| anyhow::anyhow!("{err}"))?;
+    if lines.is_empty() {
+        outln!(
+            "nothing to stop: no reef runs {} and no process of it is left",
             script.display()
         );
-        return Ok(Exit::Success);
     }
-    // The script's stop settings when it still evaluates; the defaults otherwise.
-    let host = Host::from_process().ok();
-    let plan = host.and_then(|host| plan::plan(script, &host, Limits::default()).result.ok());
-    let runtime = current_thread_runtime()?;
-    for entry in &entries {
-        if !entry.is_alive() {
-            println!(
-                "{}: pid {} is gone (or now another process); left alone",
-                entry.name, entry.pid
-            );
-            continue;
-        }
-        let stop = plan
-            .as_ref()
-            .and_then(|plan| plan.topology.instance(&entry.name))
-            .map(|instance| instance.stop.clone())
-            .unwrap_or_default();
-        let signal = crate::supervisor::launch::parse_signal(&stop.signal);
-        let timeout = std::time::Duration::from_secs_f64(stop.timeout);
-        runtime
-            .block_on(crate::supervisor::instance::stop_leftover(
-                entry, signal, timeout,
-            ))
-            .map_err(|err| anyhow::anyhow!("{}: {err}", entry.name))?;
-        println!("{}: stopped pid {}", entry.name, entry.pid);
+    for line in lines {
+        outln!("{line}");
     }
-    std::fs::remove_file(&dirs.ledger)
-        .with_context(|| format!("cannot remove {}", dirs.ledger.display()))?;
     Ok(Exit::Success)
 }
 
@@ -557,7 +593,7 @@ fn reload(args: ScriptArg) -> Result<Exit> {
     if !response.ok {
         return Ok(evaluation_refused(&response));
     }
-    println!(
+    outln!(
         "reloaded: {}",
         response.message.unwrap_or_else(|| "done".into())
     );
@@ -571,7 +607,7 @@ fn diff(args: DiffArgs) -> Result<Exit> {
     }
     let diff = response.diff.context("reef sent no diff")?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&diff)?);
+        outln!("{}", serde_json::to_string_pretty(&diff)?);
         return Ok(Exit::Success);
     }
     let lines = [
@@ -583,7 +619,7 @@ fn diff(args: DiffArgs) -> Result<Exit> {
     ];
     for (verb, names) in lines {
         if !names.is_empty() {
-            println!("{verb:<12} {}", names.join(", "));
+            outln!("{verb:<12} {}", names.join(", "));
         }
     }
     if diff.start.is_empty()
@@ -591,7 +627,7 @@ fn diff(args: DiffArgs) -> Result<Exit> {
         && diff.restart.is_empty()
         && diff.update_live.is_empty()
     {
-        println!("a reload would change nothing");
+        outln!("a reload would change nothing");
     }
     Ok(Exit::Success)
 }
@@ -609,7 +645,10 @@ fn valid_plan(script: &std::path::Path) -> Result<Result<Plan, Exit>> {
     Ok(Ok(plan))
 }
 
+/// What `export` and `install` need besides the plan: the programs on this host and the
+/// configs as they are now (the launch adds flags for what a config lacks, as `reef up` does).
 fn export_options(
+    plan: &Plan,
     script: &std::path::Path,
     image: Option<String>,
 ) -> Result<crate::export::Options> {
@@ -631,15 +670,20 @@ fn export_options(
         topology
     };
     let reef_binary = std::env::current_exe().context("cannot find reef's own binary")?;
-    let openclaw_binary = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("openclaw"))
-            .find(|candidate| candidate.is_file())
-    });
+    let binaries =
+        launch::Binaries::resolving_openclaw(reef_binary, std::env::var("PATH").ok().as_deref());
+    let configs = plan
+        .topology
+        .instances
+        .iter()
+        .filter_map(|instance| {
+            launch::read_config(&instance.config_path).map(|config| (instance.name.clone(), config))
+        })
+        .collect();
     Ok(crate::export::Options {
         image,
-        reef_binary,
-        openclaw_binary,
+        binaries,
+        configs,
         script,
         topology,
     })
@@ -650,7 +694,7 @@ fn export(args: ExportArgs) -> Result<Exit> {
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),
     };
-    let options = export_options(&args.script.script, args.image)?;
+    let options = export_options(&plan, &args.script.script, args.image)?;
     let exported = crate::export::export(&plan, args.format, &options);
     let style = Style::for_stderr();
     for warning in &exported.warnings {
@@ -660,11 +704,13 @@ fn export(args: ExportArgs) -> Result<Exit> {
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
+            // Every file first, then the report: a reader that goes away stops no write.
+            let mut done = Vec::new();
             for file in &exported.files {
                 let path = dir.join(&file.name);
                 std::fs::write(&path, &file.content)
                     .with_context(|| format!("cannot write {}", path.display()))?;
-                println!("wrote {}", path.display());
+                done.push(format!("wrote {}", path.display()));
             }
             for template in &exported.secret_templates {
                 let path = dir.join(&template.name);
@@ -677,10 +723,13 @@ fn export(args: ExportArgs) -> Result<Exit> {
                     Ok(mut file) => {
                         file.write_all(template.content.as_bytes())
                             .with_context(|| format!("cannot write {}", path.display()))?;
-                        println!("wrote {} (put the gateway's token there)", path.display());
+                        done.push(format!(
+                            "wrote {} (put the gateway's token there)",
+                            path.display()
+                        ));
                     }
                     Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-                        println!("kept the existing {}", path.display());
+                        done.push(format!("kept the existing {}", path.display()));
                     }
                     Err(err) => {
                         return Err(err)
@@ -688,15 +737,18 @@ fn export(args: ExportArgs) -> Result<Exit> {
                     }
                 }
             }
+            for line in &done {
+                outln!("{line}");
+            }
         }
-        None if exported.files.len() == 1 => print!("{}", exported.files[0].content),
+        None if exported.files.len() == 1 => out!("{}", exported.files[0].content),
         None => {
             for (index, file) in exported.files.iter().enumerate() {
                 if index > 0 {
-                    println!();
+                    outln!();
                 }
-                println!("# ==> {} <==", file.name);
-                print!("{}", file.content);
+                outln!("# ==> {} <==", file.name);
+                out!("{}", file.content);
             }
         }
     }
@@ -708,7 +760,7 @@ fn install(args: InstallArgs) -> Result<Exit> {
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),
     };
-    let options = export_options(&args.script.script, None)?;
+    let options = export_options(&plan, &args.script.script, None)?;
     let target = args.target.unwrap_or(if cfg!(target_os = "macos") {
         ServiceManager::Launchd
     } else {
@@ -772,13 +824,13 @@ fn install(args: InstallArgs) -> Result<Exit> {
     };
     if args.dry_run {
         for file in &exported.files {
-            println!("# ==> {} <==", dir.join(&file.name).display());
-            print!("{}", file.content);
-            println!();
+            outln!("# ==> {} <==", dir.join(&file.name).display());
+            out!("{}", file.content);
+            outln!();
         }
-        println!("# then:");
+        outln!("# then:");
         for command in &commands {
-            println!("{command}");
+            outln!("{command}");
         }
         return Ok(Exit::Success);
     }
@@ -800,20 +852,25 @@ fn install(args: InstallArgs) -> Result<Exit> {
         );
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Every unit first, then the report: a reader that goes away stops no write.
+    let mut written = Vec::new();
     for file in &exported.files {
         let path = dir.join(&file.name);
         std::fs::write(&path, &file.content)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        println!("wrote {}", path.display());
+        written.push(path);
+    }
+    for path in &written {
+        outln!("wrote {}", path.display());
     }
     if args.mode == InstallMode::PerInstance {
-        println!(
+        outln!(
             "these services run the gateways without reef: do not also run `reef up` on this topology"
         );
     }
-    println!("then:");
+    outln!("then:");
     for command in &commands {
-        println!("  {command}");
+        outln!("  {command}");
     }
     Ok(Exit::Success)
 }
@@ -826,11 +883,11 @@ fn check(args: PlanArgs) -> Result<Exit> {
     // The topology's own running gateways hold their ports on purpose.
     let own: std::collections::BTreeSet<u32> = dirs_of(&args.script.script)
         .ok()
-        .and_then(|dirs| crate::supervisor::ledger::Ledger::read(&dirs.ledger).ok())
+        .and_then(|dirs| crate::supervisor::ledger::read(&dirs.ledger).ok())
         .unwrap_or_default()
         .into_iter()
         .filter(|entry| entry.is_alive())
-        .map(|entry| entry.pid)
+        .filter_map(|entry| entry.pid)
         .collect();
     let findings = crate::check::check(&plan, &own);
     let errors = findings
@@ -846,7 +903,7 @@ fn check(args: PlanArgs) -> Result<Exit> {
             "warnings": plan.report.warnings,
             "findings": findings,
         });
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        outln!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         report_violations(&plan);
         let style = Style::for_stderr();
@@ -858,7 +915,7 @@ fn check(args: PlanArgs) -> Result<Exit> {
             eprintln!("{label} {}", finding.message);
         }
         let count = plan.topology.instances.len();
-        println!(
+        outln!(
             "{count} gateway{} checked against this host: {}",
             if count == 1 { "" } else { "s" },
             if errors {

@@ -4,7 +4,6 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -12,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
+use crate::supervisor::DiffNames;
+use crate::supervisor::colony::Colony;
 use crate::supervisor::status::TopologyStatus;
-use crate::supervisor::{DiffNames, Registry};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "verb", rename_all = "kebab-case")]
@@ -57,6 +57,25 @@ impl Response {
     }
 }
 
+/// Makes the socket's private directory again (it was deleted), then binds.
+async fn rebind(path: &Path) -> Result<UnixListener> {
+    let dir = path.parent().map(Path::to_path_buf);
+    tokio::task::spawn_blocking(move || {
+        if let Some(dir) = dir {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await
+    .context("creating the socket's directory failed")??;
+    bind(path)
+}
+
 /// Binds the socket, replacing a stale one (the caller holds the topology's lock, so no live
 /// reef owns it).
 pub fn bind(path: &Path) -> Result<UnixListener> {
@@ -68,9 +87,43 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-pub async fn serve(listener: UnixListener, registry: Arc<Registry>) {
+/// How often the server checks that its socket file still exists (someone may delete the
+/// state dir it lives in); a missing one is bound again.
+const SOCKET_CHECK: Duration = Duration::from_secs(1);
+
+pub async fn serve(mut listener: UnixListener, socket: std::path::PathBuf, colony: Colony) {
+    let mut check = tokio::time::interval(SOCKET_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rebind_failed = false;
     loop {
-        let stream = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = check.tick() => {
+                let gone = matches!(
+                    tokio::fs::symlink_metadata(&socket).await,
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound
+                );
+                if gone {
+                    match rebind(&socket).await {
+                        Ok(bound) => {
+                            listener = bound;
+                            rebind_failed = false;
+                            tracing::warn!(
+                                "the control socket {} was deleted; listening there again",
+                                socket.display()
+                            );
+                        }
+                        Err(err) if !rebind_failed => {
+                            rebind_failed = true;
+                            tracing::error!("the control socket was deleted and cannot be made again: {err:#}");
+                        }
+                        Err(_) => {}
+                    }
+                }
+                continue;
+            }
+        };
+        let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(err) => {
                 // Out of file descriptors, say: do not spin.
@@ -79,7 +132,7 @@ pub async fn serve(listener: UnixListener, registry: Arc<Registry>) {
                 continue;
             }
         };
-        let registry = registry.clone();
+        let colony = colony.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
@@ -92,71 +145,85 @@ pub async fn serve(listener: UnixListener, registry: Arc<Registry>) {
             if !matches!(read_request.await, Ok(Ok(_))) {
                 return;
             }
-            let response = match serde_json::from_str::<Request>(&line) {
-                Ok(request) => answer(&registry, request).await,
-                Err(err) => Response::error(format!("bad request: {err}")),
+            let (response, written) = match serde_json::from_str::<Request>(&line) {
+                Ok(request) => answer(&colony, request).await,
+                Err(err) => (Response::error(format!("bad request: {err}")), None),
             };
             let mut text = serde_json::to_string(&response).expect("responses serialize");
             text.push('\n');
             let _ = write.write_all(text.as_bytes()).await;
+            let _ = write.shutdown().await;
+            if let Some(written) = written {
+                let _ = written.send(());
+            }
         });
     }
 }
 
-async fn answer(registry: &Registry, request: Request) -> Response {
+/// The response, and for `reef down` a sender to fire once it is written.
+async fn answer(
+    colony: &Colony,
+    request: Request,
+) -> (Response, Option<tokio::sync::oneshot::Sender<()>>) {
     let acted = match &request {
         Request::Status => Ok(None),
         Request::Start { name } => {
-            act(registry, name, |h| Box::pin(async move { h.start().await })).await
+            act(colony, name, |h| Box::pin(async move { h.start().await })).await
         }
         Request::Stop { name } => {
-            act(registry, name, |h| Box::pin(async move { h.stop().await })).await
+            act(colony, name, |h| Box::pin(async move { h.stop().await })).await
         }
         Request::Restart { name } => {
-            act(registry, name, |h| {
-                Box::pin(async move { h.restart().await })
-            })
-            .await
+            act(colony, name, |h| Box::pin(async move { h.restart().await })).await
         }
         Request::Down => {
-            let count = registry.handles().len();
-            registry.shutdown().await;
-            registry.down_requested.notify_one();
-            Ok(Some(format!(
-                "stopped {count} gateway(s); reef up is ending"
-            )))
+            match colony.down().await {
+                Ok((count, written)) => {
+                    // reef up waits for this answer to be written before it exits.
+                    let response = Response {
+                        ok: true,
+                        message: Some(format!("stopped {count} gateway(s); reef up is ending")),
+                        status: None,
+                        diff: None,
+                    };
+                    return (response, Some(written));
+                }
+                Err(message) => Err(message),
+            }
         }
         Request::Reload | Request::Diff => {
             let apply = request == Request::Reload;
-            return match registry.request_reload(None, apply).await {
+            let response = match colony.reload(None, apply).await {
                 Ok(diff) => Response {
                     ok: true,
                     message: Some(diff.summary.clone()),
-                    status: Some(registry.snapshot()),
+                    status: Some(colony.snapshot()),
                     diff: Some(diff),
                 },
                 Err(message) => Response::error(message),
             };
+            return (response, None);
         }
     };
-    match acted {
+    let response = match acted {
         Ok(message) => Response {
             ok: true,
             message,
-            status: Some(registry.snapshot()),
+            status: Some(colony.snapshot()),
             diff: None,
         },
         Err(message) => Response::error(message),
-    }
+    };
+    (response, None)
 }
 
 type Verb =
     fn(
-        crate::supervisor::instance::InstanceHandle,
+        crate::supervisor::runner::InstanceHandle,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>;
 
-async fn act(registry: &Registry, name: &str, verb: Verb) -> Result<Option<String>, String> {
-    let handle = registry.handle(name)?;
+async fn act(colony: &Colony, name: &str, verb: Verb) -> Result<Option<String>, String> {
+    let handle = colony.handle(name)?;
     verb(handle).await.map(Some)
 }
 

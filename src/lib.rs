@@ -12,8 +12,9 @@
 //! - [`plan`]: evaluation plus validation: what `reef plan` reports.
 //! - [`render`]: human tables and the stable JSON forms.
 //! - [`suggest`]: "did you mean" hints.
-//! - [`supervisor`]: `reef up`: one task per instance (spawn, probes, restart, stop), shutdown
-//!   in reverse dependency order.
+//! - [`supervisor`]: `reef up`: a state machine per instance driven by one task each, one colony
+//!   task that owns the running topology and applies reloads, typed events for hooks and
+//!   progress, and a write-ahead ledger plus process markers so that nothing is ever orphaned.
 //! - [`control`]: the Unix-socket server of a running `reef up` and its client.
 //! - [`layout`]: where a topology's lock, logs and socket live.
 //! - [`hostports`]: which ports are free on the host, and who holds the others.
@@ -22,7 +23,8 @@
 //! - [`gateway`]: the built-in reference gateway (`reef gateway`).
 //! - [`export`]: the plan as systemd units, launchd agents, Compose, Kubernetes, Nomad (pure).
 //! - [`progress`]: `reef up`'s live line on a terminal, with logs written around it.
-//! - [`process`]: processes by pid and start time; pidfd exit watching (live restore).
+//! - [`host`]: processes on this host (Linux via procfs and rustix): identity by start time,
+//!   marker variables, pidfd signals and exit watching, subreaping and sweeping orphans.
 //! - [`reconcile`]: the diff from the running topology to a new plan (hot reload).
 //! - [`watch`]: notify events on the script's files, debounced into reload requests.
 //!
@@ -36,12 +38,12 @@ pub mod commands;
 pub mod control;
 pub mod export;
 pub mod gateway;
+pub mod host;
 pub mod hostports;
 pub mod layout;
 pub mod lua;
 pub mod plan;
 pub mod ports;
-pub mod process;
 pub mod profile;
 pub mod progress;
 pub mod reconcile;

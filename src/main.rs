@@ -6,6 +6,7 @@ use reef::cli::{Cli, Command};
 use reef::commands::{self, Exit};
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -47,3 +48,16 @@ fn init_logging(verbose: u8) {
         .with_target(false)
         .init();
 }
+
+/// glibc gives every thread that allocates an arena of its own; reef's threads (blocking pool,
+/// ledger writer, hooks) allocate little, so one shared arena keeps `reef up` small.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}

@@ -13,7 +13,8 @@ use serde::Serialize;
 use crate::lua::ScriptError;
 use crate::plan::Plan;
 use crate::ports::Footprint;
-use crate::topology::Instance;
+use crate::supervisor::launch::Launch;
+use crate::topology::{Instance, PROFILE_VARS};
 use crate::validate::{Violation, Warning};
 
 /// Version of the JSON forms.
@@ -246,28 +247,46 @@ pub fn plan_summary(plan: &Plan) -> String {
     format!("{} {noun}{span}: {verdict}", instances.len())
 }
 
-/// `export` lines that reproduce an instance's environment for a manual run.
-pub fn env_exports(vars: &BTreeMap<String, String>, order: &[&str], unset: &[&str]) -> String {
+/// A value as one shell word (single-quoted where needed).
+fn shell_word(value: &str) -> String {
+    shlex::try_quote(value)
+        .map(|quoted| quoted.into_owned())
+        // Only a NUL byte cannot be quoted, and it cannot be in an environment or argv anyway.
+        .unwrap_or_else(|_| shell_word(&value.replace('\0', "")))
+}
+
+/// `reef env`: shell lines that reproduce a launch by hand, for `eval` in the caller's shell.
+/// `unset` for the selector variables the caller has and the launch drops; `export` for every
+/// variable of the launch except those passed through unchanged from the caller (its shell has
+/// them already), profile pins first in OpenClaw's order; then, as a comment, the working
+/// directory and the full command line.
+pub fn launch_script(launch: &Launch, inherited: &BTreeMap<String, String>) -> String {
     let mut out = String::new();
-    if !unset.is_empty() {
-        out.push_str(&format!("unset {}\n", unset.join(" ")));
+    let dropped = crate::supervisor::launch::dropped_selectors(inherited, launch);
+    if !dropped.is_empty() {
+        out.push_str(&format!("unset {}\n", dropped.join(" ")));
     }
-    let ordered = order
+    let shown = |key: &str, value: &String| {
+        !(crate::supervisor::launch::is_passed_through(key) && inherited.get(key) == Some(value))
+    };
+    let ordered = PROFILE_VARS
         .iter()
-        .filter_map(|key| vars.get_key_value(*key))
+        .filter_map(|key| launch.env.get_key_value(*key))
         .chain(
-            vars.iter()
-                .filter(|(key, _)| !order.contains(&key.as_str())),
+            launch
+                .env
+                .iter()
+                .filter(|(key, _)| !PROFILE_VARS.contains(&key.as_str())),
         );
-    for (key, value) in ordered {
-        let quoted = shlex::try_quote(value)
-            .map(|q| q.into_owned())
-            .unwrap_or_else(|_| {
-                // A NUL byte cannot be passed in an environment anyway.
-                format!("'{}'", value.replace('\0', ""))
-            });
-        out.push_str(&format!("export {key}={quoted}\n"));
+    for (key, value) in ordered.filter(|(key, value)| shown(key, value)) {
+        out.push_str(&format!("export {key}={}\n", shell_word(value)));
     }
+    let command: Vec<String> = launch.argv.iter().map(|word| shell_word(word)).collect();
+    out.push_str(&format!(
+        "# then run: (cd {} && {})\n",
+        shell_word(&launch.cwd.display().to_string()),
+        command.join(" ")
+    ));
     out
 }
 

@@ -1,10 +1,12 @@
 //! `reef setup`: the state dirs and minimal configs a topology's gateways need to start.
 //!
 //! Never overwrites: an existing config is left as it is (and checked against the plan's port).
+//! Never writes through a symbolic link either, unless told to: a state dir or config path that
+//! is a link may point into another instance's, or another user's, files.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -43,8 +45,36 @@ pub fn random_token() -> Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Creates what is missing for `instance`.
+/// How `reef setup` treats what it finds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetupOptions {
+    /// Use a state dir, config dir or config path that is a symbolic link (refused otherwise).
+    pub allow_symlinks: bool,
+}
+
+/// A path setup would use is a symbolic link, and links were not allowed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{what} {} is a symbolic link{}; reef setup does not write through links, which can point into another instance's or user's files: point the topology at the real directory, or pass --allow-symlinks if the link is intended",
+    path.display(),
+    target.as_ref().map(|t| format!(" (to {})", t.display())).unwrap_or_default()
+)]
+pub struct LinkRefused {
+    pub what: &'static str,
+    pub path: PathBuf,
+    pub target: Option<PathBuf>,
+}
+
+/// Creates what is missing for `instance`, refusing symbolic links.
 pub fn set_up(instance: &Instance) -> Result<SetupReport> {
+    set_up_with(instance, &SetupOptions::default())
+}
+
+/// Creates what is missing for `instance`, as `options` say.
+pub fn set_up_with(instance: &Instance, options: &SetupOptions) -> Result<SetupReport> {
+    if !options.allow_symlinks {
+        refuse_links(instance)?;
+    }
     let mut report = SetupReport {
         name: instance.name.clone(),
         created_state_dir: false,
@@ -81,6 +111,31 @@ pub fn set_up(instance: &Instance) -> Result<SetupReport> {
         }
     }
     Ok(report)
+}
+
+/// The state dir, the config's dir and the config itself, none of which may be a link.
+fn refuse_links(instance: &Instance) -> Result<(), LinkRefused> {
+    let config_dir = instance
+        .config_path
+        .parent()
+        .filter(|dir| *dir != instance.state_dir);
+    let paths = [
+        Some(("state dir", instance.state_dir.as_path())),
+        config_dir.map(|dir| ("config dir", dir)),
+        Some(("config", instance.config_path.as_path())),
+    ];
+    for (what, path) in paths.into_iter().flatten() {
+        let is_link =
+            std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_symlink());
+        if is_link {
+            return Err(LinkRefused {
+                what,
+                path: path.to_owned(),
+                target: std::fs::read_link(path).ok(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {
@@ -163,6 +218,52 @@ mod tests {
             std::fs::read_to_string(&instance.config_path).unwrap(),
             written
         );
+    }
+
+    #[test]
+    fn a_linked_state_dir_is_refused_unless_allowed() {
+        let home = tempfile::tempdir().unwrap();
+        let instance = instance(home.path());
+        let real = home.path().join("real-state");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, &instance.state_dir).unwrap();
+        let err = set_up(&instance).unwrap_err();
+        let message = format!("{err:#}");
+        assert!(
+            message.contains(&instance.state_dir.display().to_string())
+                && message.contains(&real.display().to_string())
+                && message.contains("--allow-symlinks"),
+            "{message}"
+        );
+        assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0);
+
+        let allowed = SetupOptions {
+            allow_symlinks: true,
+        };
+        let report = set_up_with(&instance, &allowed).unwrap();
+        assert!(report.wrote_config && !report.created_state_dir);
+        assert!(real.join("openclaw.json").is_file());
+    }
+
+    #[test]
+    fn a_linked_config_is_refused_and_never_written_through() {
+        let home = tempfile::tempdir().unwrap();
+        let instance = instance(home.path());
+        std::fs::create_dir_all(&instance.state_dir).unwrap();
+        let victim = home.path().join("victim.json");
+        std::fs::write(&victim, "{}").unwrap();
+        std::os::unix::fs::symlink(&victim, &instance.config_path).unwrap();
+        let message = format!("{:#}", set_up(&instance).unwrap_err());
+        assert!(
+            message.contains("config ") && message.contains("symbolic link"),
+            "{message}"
+        );
+        let allowed = SetupOptions {
+            allow_symlinks: true,
+        };
+        let report = set_up_with(&instance, &allowed).unwrap();
+        assert!(!report.wrote_config);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "{}");
     }
 
     #[test]

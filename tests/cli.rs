@@ -802,30 +802,116 @@ fn script_error_fast_memory_bomb_names_file_and_line() {
 // ---------------------------------------------------------------------------------------------
 // 5. `reef env`.
 
+/// `reef env` in a known environment: a caller whose shell holds another gateway's token and
+/// state dir, and host variables that reef passes through.
+fn reef_env_in_a_known_shell() -> Command {
+    let mut cmd = reef();
+    cmd.env_clear()
+        .env("HOME", HOME)
+        .env("NO_COLOR", "1")
+        .env("PATH", "/usr/bin:/bin")
+        .env("LANG", "C.UTF-8")
+        .env("OPENCLAW_GATEWAY_TOKEN", "another-gateways-token")
+        .env("OPENCLAW_STATE_DIR", "/elsewhere")
+        .env("CLAWDBOT_GATEWAY_PORT", "1111");
+    cmd
+}
+
+/// The reef binary as `reef env` prints it.
+fn reef_word() -> String {
+    shlex::try_quote(env!("CARGO_BIN_EXE_reef"))
+        .unwrap()
+        .into_owned()
+}
+
 #[test]
 fn env_prints_unset_and_export_lines_for_a_manual_run() {
-    reef().args(["env", "main", "examples/rescue.lua"]).assert().success().stderr("").stdout(
-        "unset OPENCLAW_GATEWAY_PORT OPENCLAW_GATEWAY_URL OPENCLAW_GATEWAY_TOKEN OPENCLAW_SYSTEMD_UNIT OPENCLAW_LAUNCHD_LABEL\n\
-         export OPENCLAW_PROFILE=main\n\
-         export OPENCLAW_STATE_DIR=/home/ada/.openclaw-main\n\
-         export OPENCLAW_CONFIG_PATH=/home/ada/.openclaw-main/openclaw.json\n\
-         export OPENCLAW_GATEWAY_PORT=18789\n\
-         # then run: reef gateway --port 18789\n",
+    // The selectors the caller holds and the launch does not set are unset (the state dir is
+    // exported instead); PATH, HOME and LANG pass through unchanged and are not repeated; the
+    // command is reef's own binary, run in the state dir as `reef up` runs it.
+    reef_env_in_a_known_shell()
+        .args(["env", "main", "examples/rescue.lua"])
+        .assert()
+        .success()
+        .stderr("")
+        .stdout(format!(
+            "unset CLAWDBOT_GATEWAY_PORT OPENCLAW_GATEWAY_TOKEN\n\
+             export OPENCLAW_PROFILE=main\n\
+             export OPENCLAW_STATE_DIR=/home/ada/.openclaw-main\n\
+             export OPENCLAW_CONFIG_PATH=/home/ada/.openclaw-main/openclaw.json\n\
+             export OPENCLAW_GATEWAY_PORT=18789\n\
+             export OPENCLAW_DISABLE_BONJOUR=1\n\
+             export OPENCLAW_NO_RESPAWN=1\n\
+             # then run: (cd /home/ada/.openclaw-main && {} gateway --port 18789)\n",
+            reef_word()
+        ));
+}
+
+#[test]
+fn env_without_foreign_selectors_unsets_nothing() {
+    let output = reef()
+        .env_clear()
+        .env("HOME", HOME)
+        .args(["env", "main", "examples/rescue.lua"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert!(
+        stdout_of(&output).starts_with("export OPENCLAW_PROFILE=main\n"),
+        "{}",
+        stdout_of(&output)
     );
 }
 
 #[test]
-fn env_json_is_an_object_of_variables() {
-    let (code, output) = run(&["env", "main", "examples/rescue.lua", "--json"]);
-    assert_eq!(code, 0, "{}", stderr_of(&output));
+fn env_shows_a_passed_through_variable_the_instance_overrides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("tz.lua");
+    std::fs::write(
+        &script,
+        "reef.gateway { profile = \"main\", port = 18789, env = { TZ = \"UTC\", LANG = \"C.UTF-8\" } }\n",
+    )
+    .unwrap();
+    let output = reef_env_in_a_known_shell()
+        .env("TZ", "Europe/Paris")
+        .arg("env")
+        .arg("main")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let stdout = stdout_of(&output);
+    // TZ differs from the caller's, so it is shown; LANG is the caller's own value.
+    assert!(stdout.contains("export TZ=UTC\n"), "{stdout}");
+    assert!(!stdout.contains("export LANG="), "{stdout}");
+    assert!(!stdout.contains("export PATH="), "{stdout}");
+    assert!(!stdout.contains("export HOME="), "{stdout}");
+}
+
+#[test]
+fn env_json_is_the_launch_reef_up_spawns() {
+    let output = reef_env_in_a_known_shell()
+        .args(["env", "main", "examples/rescue.lua", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
     let json: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
     assert_eq!(
         json,
         json!({
-            "OPENCLAW_PROFILE": "main",
-            "OPENCLAW_STATE_DIR": "/home/ada/.openclaw-main",
-            "OPENCLAW_CONFIG_PATH": "/home/ada/.openclaw-main/openclaw.json",
-            "OPENCLAW_GATEWAY_PORT": "18789",
+            "argv": [env!("CARGO_BIN_EXE_reef"), "gateway", "--port", "18789"],
+            "env": {
+                "HOME": HOME,
+                "LANG": "C.UTF-8",
+                "OPENCLAW_CONFIG_PATH": "/home/ada/.openclaw-main/openclaw.json",
+                "OPENCLAW_DISABLE_BONJOUR": "1",
+                "OPENCLAW_GATEWAY_PORT": "18789",
+                "OPENCLAW_NO_RESPAWN": "1",
+                "OPENCLAW_PROFILE": "main",
+                "OPENCLAW_STATE_DIR": "/home/ada/.openclaw-main",
+                "PATH": "/usr/bin:/bin",
+            },
+            "cwd": "/home/ada/.openclaw-main",
         })
     );
 }
@@ -1045,7 +1131,7 @@ fn lua_defaults_apply_to_later_gateways_only() {
         .assert()
         .success()
         .stdout(predicate::str::ends_with(
-            "# then run: openclaw gateway --port 21000\n",
+            "# then run: (cd /home/ada/.openclaw-after && openclaw gateway --port 21000 --allow-unconfigured --bind loopback)\n",
         ));
 }
 
@@ -1170,4 +1256,94 @@ fn plan_warns_about_a_script_without_gateways() {
         .success()
         .stdout(predicate::str::contains("0 gateways: valid"))
         .stderr(predicate::str::contains("declares no gateways"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output to a reader that went away.
+
+/// Runs reef with stdout on a pipe whose reading end is already closed (`reef ... | true`
+/// after `true` exited): every write fails with EPIPE.
+fn run_into_a_closed_pipe(args: &[&str]) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let home = tempfile::tempdir().unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_reef"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("HOME", home.path())
+        .env("NO_COLOR", "1")
+        .env_remove("OPENCLAW_HOME")
+        .env_remove("REEF_SCRIPT")
+        .env_remove("RUST_LOG")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("reef runs")
+}
+
+#[test]
+fn a_closed_stdout_ends_output_commands_quietly_instead_of_panicking() {
+    for args in [
+        &["plan", "--json", "examples/rescue.lua"][..],
+        &["plan", "examples/fleet.lua"],
+        &["export", "--format", "systemd", "examples/fleet.lua"],
+        &["export", "--format", "kubernetes", "examples/fleet.lua"],
+        &[
+            "install",
+            "--dry-run",
+            "--target",
+            "systemd",
+            "examples/rescue.lua",
+        ],
+        &["env", "main", "examples/rescue.lua"],
+        &["env", "main", "examples/rescue.lua", "--json"],
+    ] {
+        let output = run_into_a_closed_pipe(args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "reef {}: {}",
+            args.join(" "),
+            stderr_of(&output)
+        );
+        // Warnings on stderr are fine; a panic ("failed printing to stdout: Broken pipe") or
+        // an error about the pipe is not.
+        let stderr = stderr_of(&output);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("error") && !stderr.contains("pipe"),
+            "reef {}: {stderr}",
+            args.join(" ")
+        );
+    }
+}
+
+#[test]
+fn install_into_a_closed_stdout_still_writes_every_unit() {
+    let home = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_reef"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("HOME", home.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("OPENCLAW_HOME")
+        .args(["install", "--target", "systemd", "examples/rescue.lua"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("reef runs");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    for unit in [
+        "openclaw-gateway-main.service",
+        "openclaw-gateway-rescue.service",
+    ] {
+        assert!(
+            home.path()
+                .join(".config/systemd/user")
+                .join(unit)
+                .is_file(),
+            "{unit} was not written"
+        );
+    }
 }

@@ -5,6 +5,7 @@
 //! when installed; with `REEF_REQUIRE_VALIDATORS=1` (as `.ci/run` sets after installing them) a
 //! missing one fails the test instead of skipping it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -448,5 +449,268 @@ fn launchd_supervisor_mode_runs_reef_up() {
     assert!(
         !home.path().join("Library").exists(),
         "a dry run writes nothing"
+    );
+}
+
+/// One gateway per runtime: builtin, openclaw with no config, with a config that has
+/// `gateway.mode` only, with one that has mode and bind, and an explicit command; values a
+/// shell or systemd must quote.
+const EVERY_RUNTIME: &str = r#"
+reef.gateway { profile = "builtin", port = 18789, env = { NOTE = "a b $c %d 'e' \"f\"" } }
+reef.gateway { profile = "bare", port = 19789, runtime = "openclaw" }
+reef.gateway { profile = "partial", port = 20789, runtime = "openclaw", args = { "--verbose" } }
+reef.gateway { profile = "configured", port = 21789, runtime = "openclaw", env = { TZ = "UTC" } }
+reef.gateway {
+  profile = "custom", port = 22789,
+  command = { "/opt/gw bin/run", "--limit=100%", "it's" }, args = { "$HOME" },
+}
+"#;
+
+/// Undoes systemd's quoting: words split on spaces outside double quotes, `\\` and `\"`
+/// inside them. Specifiers (`%%`) and, in ExecStart, `$$` are left to the caller.
+fn unit_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut chars = line.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c == ' ' {
+            chars.next();
+            continue;
+        }
+        let mut word = String::new();
+        if c == '"' {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => word.push(chars.next().expect("an escaped character")),
+                    '"' => break,
+                    other => word.push(other),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ' ' {
+                    break;
+                }
+                word.push(c);
+                chars.next();
+            }
+        }
+        words.push(word);
+    }
+    words
+}
+
+/// A unit's ExecStart argv, Environment and WorkingDirectory, read back.
+fn unit_launch(unit: &str) -> (Vec<String>, BTreeMap<String, String>, PathBuf) {
+    let mut argv = Vec::new();
+    let mut env = BTreeMap::new();
+    let mut cwd = PathBuf::new();
+    for line in unit.lines() {
+        if let Some(exec) = line.strip_prefix("ExecStart=") {
+            argv = unit_words(exec)
+                .iter()
+                .map(|word| word.replace("$$", "$").replace("%%", "%"))
+                .collect();
+        } else if let Some(quoted) = line.strip_prefix("Environment=") {
+            let assignment = unit_words(quoted).concat().replace("%%", "%");
+            let (key, value) = assignment.split_once('=').expect("KEY=VALUE");
+            env.insert(key.to_owned(), value.to_owned());
+        } else if let Some(dir) = line.strip_prefix("WorkingDirectory=-") {
+            cwd = PathBuf::from(dir.replace("%%", "%"));
+        }
+    }
+    (argv, env, cwd)
+}
+
+/// `reef up`, `reef env` and the systemd export all take an instance's launch from
+/// `supervisor::launch`: for every runtime, `reef env --json` prints exactly `launch()` (what the
+/// supervisor spawns), its text form evaluates to that environment, and a unit's ExecStart,
+/// Environment and WorkingDirectory are the same launch with `openclaw` resolved on PATH and
+/// only the gateway's own variables.
+#[test]
+fn env_and_systemd_export_print_the_launch_reef_up_spawns_for_every_runtime() {
+    use reef::supervisor::launch::{self, Binaries};
+
+    let home = tempfile::tempdir().unwrap();
+    let script = home.path().join("runtimes.lua");
+    std::fs::write(&script, EVERY_RUNTIME).unwrap();
+    for (profile, config) in [
+        ("partial", "{ gateway: { mode: 'local' } }"),
+        (
+            "configured",
+            "// as reef setup writes it, less the token\n{ gateway: { mode: 'local', bind: 'loopback' } }",
+        ),
+    ] {
+        let dir = home.path().join(format!(".openclaw-{profile}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("openclaw.json"), config).unwrap();
+    }
+    // An `openclaw` on PATH: units name it absolutely, `reef up` leaves it to the PATH.
+    let bin = home.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let openclaw = bin.join("openclaw");
+    std::fs::write(&openclaw, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(
+        &openclaw,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+
+    let environment: BTreeMap<String, String> = [
+        ("HOME", home.path().to_str().unwrap().to_owned()),
+        ("PATH", format!("{}:/usr/bin:/bin", bin.display())),
+        ("LANG", "C.UTF-8".to_owned()),
+        ("TZ", "Europe/Paris".to_owned()),
+        ("NO_COLOR", "1".to_owned()),
+        (
+            "OPENCLAW_GATEWAY_TOKEN",
+            "another-gateways-token".to_owned(),
+        ),
+        ("OPENCLAW_STATE_DIR", "/elsewhere".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let reef_in = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_reef"))
+            .env_clear()
+            .envs(&environment)
+            .current_dir(home.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "reef {}: {}",
+            args.join(" "),
+            text(&output.stderr)
+        );
+        output
+    };
+
+    let host = reef::lua::Host::from_env(environment.clone()).unwrap();
+    let plan = reef::plan::plan(&script, &host, reef::lua::Limits::default())
+        .result
+        .expect("the script evaluates");
+    assert_eq!(plan.topology.instances.len(), 5);
+
+    let units = tempfile::tempdir().unwrap();
+    reef_in(&[
+        "export",
+        "--format",
+        "systemd",
+        "runtimes.lua",
+        "--output",
+        units.path().to_str().unwrap(),
+    ]);
+
+    let reef_binary = Path::new(env!("CARGO_BIN_EXE_reef"));
+    for instance in &plan.topology.instances {
+        let config = launch::read_config(&instance.config_path);
+        // What the supervisor spawns.
+        let up = launch::launch(instance, reef_binary, &environment, config.as_ref());
+
+        let json: serde_json::Value = serde_json::from_slice(
+            &reef_in(&["env", &instance.name, "runtimes.lua", "--json"]).stdout,
+        )
+        .unwrap();
+        assert_eq!(
+            json,
+            serde_json::to_value(&up).unwrap(),
+            "{}",
+            instance.name
+        );
+
+        // The text form, evaluated by a shell that starts with the caller's environment.
+        let shell = Command::new("sh")
+            .env_clear()
+            .envs(&environment)
+            .current_dir(home.path())
+            .arg("-c")
+            .arg(r#"eval "$("$0" env "$1" runtimes.lua)" && env -0"#)
+            .arg(reef_binary)
+            .arg(&instance.name)
+            .output()
+            .unwrap();
+        assert!(shell.status.success(), "{}", text(&shell.stderr));
+        let evaluated: BTreeMap<String, String> = text(&shell.stdout)
+            .split('\0')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        for (key, value) in &up.env {
+            assert_eq!(evaluated.get(key), Some(value), "{}: {key}", instance.name);
+        }
+        assert!(!evaluated.contains_key("OPENCLAW_GATEWAY_TOKEN"));
+        let script_text = text(&reef_in(&["env", &instance.name, "runtimes.lua"]).stdout);
+        let command = script_text
+            .lines()
+            .find_map(|line| line.strip_prefix("# then run: (cd "))
+            .and_then(|line| line.strip_suffix(')'))
+            .expect("a command line");
+        let words = shlex::split(command).expect("shell words");
+        assert_eq!(words[0], up.cwd.to_str().unwrap());
+        assert_eq!(words[1], "&&");
+        assert_eq!(words[2..], up.argv, "{}", instance.name);
+
+        // The unit: the same launch, `openclaw` resolved on PATH, only the gateway's variables.
+        let binaries =
+            Binaries::resolving_openclaw(reef_binary, environment.get("PATH").map(String::as_str));
+        assert_eq!(binaries.openclaw.as_deref(), Some(openclaw.as_path()));
+        let hosted = launch::describe(instance, &binaries, &BTreeMap::new(), config.as_ref());
+        let unit = std::fs::read_to_string(units.path().join(&instance.systemd_unit)).unwrap();
+        let (argv, env, cwd) = unit_launch(&unit);
+        assert_eq!(argv, hosted.argv, "{}", instance.name);
+        assert_eq!(env, hosted.env, "{}", instance.name);
+        assert_eq!(cwd, hosted.cwd, "{}", instance.name);
+        assert_eq!(env, launch::gateway_env(instance));
+        assert_eq!(hosted.cwd, up.cwd);
+        assert_eq!(hosted.argv[1..], up.argv[1..], "{}", instance.name);
+        for (key, value) in &up.env {
+            assert!(
+                env.get(key) == Some(value) || launch::is_passed_through(key),
+                "{}: {key} differs between the unit and reef up",
+                instance.name
+            );
+        }
+    }
+
+    // The flags reef adds for what each config lacks, as the supervisor does.
+    let argv_of = |name: &str| {
+        let instance = plan.topology.instance(name).unwrap();
+        launch::launch(
+            instance,
+            reef_binary,
+            &environment,
+            launch::read_config(&instance.config_path).as_ref(),
+        )
+        .argv
+    };
+    assert_eq!(
+        argv_of("bare")[1..],
+        [
+            "gateway",
+            "--port",
+            "19789",
+            "--allow-unconfigured",
+            "--bind",
+            "loopback"
+        ]
+    );
+    assert_eq!(
+        argv_of("partial")[1..],
+        [
+            "gateway",
+            "--port",
+            "20789",
+            "--bind",
+            "loopback",
+            "--verbose"
+        ]
+    );
+    assert_eq!(argv_of("configured")[1..], ["gateway", "--port", "21789"]);
+    assert_eq!(
+        argv_of("custom"),
+        ["/opt/gw bin/run", "--limit=100%", "it's", "$HOME"]
     );
 }

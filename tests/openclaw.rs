@@ -281,7 +281,7 @@ fn real_openclaw_main_and_rescue_run_under_reef() {
         // Each gateway led its own process group: nothing of it may be left.
         assert!(
             // A zombie leader waiting for init to reap it holds nothing: live members only.
-            !reef::process::group_has_live_members(pid as u32),
+            !reef::host::identity::group_has_live_members(pid as u32),
             "process group {pid} still has members after reef stopped"
         );
     }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{Export, File, Options, host_argv, host_env};
+use super::{Export, File, Options, host_launch};
 use crate::topology::{Instance, RestartPolicy};
 
 fn xml(text: &str) -> String {
@@ -66,25 +66,26 @@ fn plist(instance: &Instance, options: &Options) -> String {
         "  <key>Label</key>\n  <string>{}</string>",
         xml(&instance.launchd_label)
     );
+    let launch = host_launch(instance, options);
     let _ = writeln!(out, "  <key>ProgramArguments</key>\n  <array>");
-    for word in host_argv(instance, options) {
-        let _ = writeln!(out, "    <string>{}</string>", xml(&word));
+    for word in &launch.argv {
+        let _ = writeln!(out, "    <string>{}</string>", xml(word));
     }
     let _ = writeln!(out, "  </array>");
     let _ = writeln!(out, "  <key>EnvironmentVariables</key>\n  <dict>");
-    for (key, value) in host_env(instance) {
+    for (key, value) in &launch.env {
         let _ = writeln!(
             out,
             "    <key>{}</key>\n    <string>{}</string>",
-            xml(&key),
-            xml(&value)
+            xml(key),
+            xml(value)
         );
     }
     let _ = writeln!(out, "  </dict>");
     let _ = writeln!(
         out,
         "  <key>WorkingDirectory</key>\n  <string>{}</string>",
-        xml(&instance.state_dir.display().to_string())
+        xml(&launch.cwd.display().to_string())
     );
     let _ = writeln!(out, "  <key>RunAtLoad</key>\n  <true/>");
     let keep_alive = match instance.restart.policy {
@@ -137,7 +138,7 @@ pub fn supervisor(options: &Options) -> File {
     );
     let _ = writeln!(out, "  <key>ProgramArguments</key>\n  <array>");
     for word in [
-        options.reef_binary.display().to_string(),
+        options.binaries.reef.display().to_string(),
         "up".to_owned(),
         options.script.display().to_string(),
     ] {

@@ -2,8 +2,11 @@
 //! manifests or a Nomad job.
 //!
 //! Pure text generation: the same plan and options give the same bytes. What a target cannot
-//! express is named in a warning, never dropped silently. Secrets (the gateway token) never go
-//! into a generated file: they are referenced from an env file, a Secret or a variable.
+//! express is named in a warning, never dropped silently. What runs and with which variables
+//! is never rebuilt here: host units take the argv, working directory and gateway variables of
+//! the instance's launch (`supervisor::launch`, the one `reef up` spawns), containers its
+//! gateway variables. Secrets (the gateway token) never go into a generated file: they are
+//! referenced from an env file, a Secret or a variable.
 
 pub mod compose;
 pub mod kubernetes;
@@ -11,9 +14,11 @@ pub mod launchd;
 pub mod nomad;
 pub mod systemd;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::plan::Plan;
+use crate::supervisor::launch::{self, Binaries, Launch};
 use crate::topology::Instance;
 
 /// The official image, pinned to the reference release (never `latest`).
@@ -39,10 +44,13 @@ pub enum Format {
 pub struct Options {
     /// The image for instances that name none.
     pub image: Option<String>,
-    /// The binary that runs `reef gateway` (runtime builtin) and `reef up` (supervisor units).
-    pub reef_binary: PathBuf,
-    /// `openclaw` resolved on this host, for runtime openclaw without a `command`.
-    pub openclaw_binary: Option<PathBuf>,
+    /// reef's binary (runtime builtin, and `reef up` in supervisor units) and `openclaw`
+    /// resolved on this host (runtime openclaw without a `command`): units run under the
+    /// service manager's PATH, not the caller's.
+    pub binaries: Binaries,
+    /// Each instance's parsed config, by instance name, where one exists: the launch adds the
+    /// flags for what it lacks, as `reef up` does.
+    pub configs: BTreeMap<String, serde_json::Value>,
     /// The topology script, absolute (supervisor units run `reef up` on it).
     pub script: PathBuf,
     /// A short name for the topology (Compose project, Nomad job, Kubernetes labels).
@@ -100,60 +108,29 @@ pub fn image_of<'a>(instance: &'a Instance, options: &'a Options) -> &'a str {
         .unwrap_or(DEFAULT_IMAGE)
 }
 
-/// The argv that runs an instance on this host.
-pub fn host_argv(instance: &Instance, options: &Options) -> Vec<String> {
-    use crate::topology::Runtime;
-    let port = instance.port.to_string();
-    let mut argv = match instance.runtime {
-        Runtime::Builtin => vec![
-            options.reef_binary.display().to_string(),
-            "gateway".into(),
-            "--port".into(),
-            port,
-        ],
-        Runtime::Openclaw => {
-            let mut argv = instance.command.clone().unwrap_or_else(|| {
-                vec![
-                    options
-                        .openclaw_binary
-                        .as_ref()
-                        .map(|path| path.display().to_string())
-                        .unwrap_or_else(|| "openclaw".into()),
-                ]
-            });
-            argv.extend(["gateway".into(), "--port".into(), port]);
-            argv
-        }
-        Runtime::Command => instance.command.clone().unwrap_or_default(),
-    };
-    argv.extend(instance.args.iter().cloned());
-    argv
+/// How an instance runs on this host under a service manager: the launch `reef up` would use
+/// (same argv, same flags for what the config lacks, same working directory) with only the
+/// gateway's own variables. The service manager supplies HOME, PATH and the like, and no
+/// secret is written: the token stays in the config.
+pub fn host_launch(instance: &Instance, options: &Options) -> Launch {
+    launch::describe(
+        instance,
+        &options.binaries,
+        &BTreeMap::new(),
+        options.configs.get(&instance.name),
+    )
 }
 
-/// The environment a gateway runs with on this host (no secrets: those stay in the config).
-pub fn host_env(instance: &Instance) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = vec![("OPENCLAW_NO_RESPAWN".into(), "1".into())];
-    env.extend(instance.profile_env());
-    env.sort();
-    env
-}
-
-/// The environment inside a container: the image's state dir, the plan's port, the instance's
-/// own variables. The token comes from a Secret or env file.
-pub fn container_env(instance: &Instance) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = vec![
-        ("OPENCLAW_NO_RESPAWN".into(), "1".into()),
-        ("OPENCLAW_PROFILE".into(), instance.profile.clone()),
-        ("OPENCLAW_STATE_DIR".into(), CONTAINER_STATE_DIR.into()),
-        (
-            "OPENCLAW_CONFIG_PATH".into(),
-            format!("{CONTAINER_STATE_DIR}/openclaw.json"),
-        ),
-        ("OPENCLAW_GATEWAY_PORT".into(), instance.port.to_string()),
-    ];
-    env.extend(instance.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    env.sort();
-    env
+/// The environment inside a container: the gateway's own variables (as on the host) for the
+/// instance moved into the image's state dir. The token comes from a Secret or env file.
+pub fn container_env(instance: &Instance) -> BTreeMap<String, String> {
+    let mut inside = instance.clone();
+    inside.state_dir = PathBuf::from(CONTAINER_STATE_DIR);
+    inside.config_path = crate::profile::config_path(&inside.state_dir);
+    // A custom workspace is not exported (see `container_warnings`): the default one, in the
+    // state volume.
+    inside.workspace = crate::profile::workspace(&inside.state_dir);
+    launch::gateway_env(&inside)
 }
 
 /// Warnings for what containers cannot express about an instance.

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::{Export, File, Options, host_argv, host_env};
+use super::{Export, File, Options, host_launch};
 use crate::topology::{Instance, RestartPolicy};
 
 /// The first line of every unit reef writes.
@@ -52,10 +52,8 @@ pub fn per_instance(instances: &[&Instance], options: &Options, export: &mut Exp
 
 fn unit(instance: &Instance, all: &[&Instance], options: &Options) -> String {
     let mut unit = String::new();
-    let argv: Vec<String> = host_argv(instance, options)
-        .iter()
-        .map(|w| exec_word(w))
-        .collect();
+    let launch = host_launch(instance, options);
+    let argv: Vec<String> = launch.argv.iter().map(|w| exec_word(w)).collect();
     let dependencies: Vec<&str> = instance
         .depends_on
         .iter()
@@ -98,9 +96,15 @@ fn unit(instance: &Instance, all: &[&Instance], options: &Options) -> String {
     let _ = writeln!(unit, "[Service]");
     let _ = writeln!(unit, "Type=simple");
     let _ = writeln!(unit, "ExecStart={}", argv.join(" "));
-    for (key, value) in host_env(instance) {
-        let _ = writeln!(unit, "{}", environment(&key, &value));
+    for (key, value) in &launch.env {
+        let _ = writeln!(unit, "{}", environment(key, value));
     }
+    // `-`: a state dir that does not exist yet is no error; the gateway creates it.
+    let _ = writeln!(
+        unit,
+        "WorkingDirectory=-{}",
+        launch.cwd.display().to_string().replace('%', "%%")
+    );
     let _ = writeln!(unit, "Restart={}", restart(instance.restart.policy));
     let _ = writeln!(
         unit,
@@ -154,7 +158,7 @@ pub fn supervisor(options: &Options) -> File {
     let _ = writeln!(
         unit,
         "ExecStart={} up {}",
-        exec_word(&options.reef_binary.display().to_string()),
+        exec_word(&options.binaries.reef.display().to_string()),
         exec_word(&options.script.display().to_string())
     );
     let _ = writeln!(unit, "ExecReload=/bin/kill -HUP $MAINPID");

@@ -5,6 +5,10 @@
 //! time budget: a hook that raises is logged with file:line and the rest goes on; a hook that
 //! runs past its budget is stopped. Actions (`reef.start/stop/restart`) are messages to the
 //! supervisor and return at once; `reef.exec` blocks only this thread, never supervision.
+//!
+//! A program run by `reef.exec` ends with reef: it runs in its own process group (killed as a
+//! whole on timeout), gets SIGKILL should reef die while it runs, and carries the topology's
+//! marker variables (instance `reef.exec`), so whatever it leaves behind can be found.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -14,6 +18,7 @@ use std::time::{Duration, Instant};
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
 
 use super::{Limits, ScriptError, ScriptErrorKind, caller_location, state};
+use crate::host;
 
 /// Events a hook can wait for.
 pub const EVENTS: &[&str] = &["ready", "unhealthy", "healthy", "exit", "blocked", "reload"];
@@ -339,9 +344,20 @@ fn run_command(
     if let Some(cwd) = cwd {
         command.current_dir(cwd);
     }
-    let mut child = command
-        .spawn()
+    // After the script's own variables: a hook cannot pass its programs off as something else.
+    if let Some(topology) = host::markers::topology() {
+        let markers = host::markers::Markers {
+            topology,
+            instance: EXEC_INSTANCE.into(),
+            spawn: host::markers::new_spawn_nonce(),
+        };
+        command.envs(markers.vars());
+    }
+    end_with_reef(&mut command);
+    // Tracked: reef's orphan reaper must leave this child's exit status to the wait below.
+    let mut child = host::reaper::spawn_tracked(|| command.spawn(), |child| Some(child.id()))
         .map_err(|err| format!("cannot run `{}`: {err}", argv[0]))?;
+    let _tracked = Untrack(child.id());
     type Buffer = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
     let read_all = |stream: Option<Box<dyn Read + Send>>| -> (Buffer, std::thread::JoinHandle<()>) {
         let kept: Buffer = Buffer::default();
@@ -372,13 +388,22 @@ fn run_command(
             .take()
             .map(|s| Box::new(s) as Box<dyn Read + Send>),
     );
-    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    // The child leads its group. Its exit is noticed without reaping it (WNOWAIT): the
+    // unreaped leader keeps the group's id from being reused, so the group is killed while its
+    // id still names only what this program left behind.
+    let group = child.id();
+    let leader = rustix::process::Pid::from_child(&child);
+    let exited = || {
+        use rustix::process::{WaitId, WaitIdOptions};
+        let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+        rustix::process::waitid(WaitId::Pid(leader), options).map(|status| status.is_some())
+    };
     let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    loop {
+        match exited() {
+            Ok(true) => break,
+            Ok(false) if Instant::now() >= deadline => {
+                host::signal::signal_group(group, nix::sys::signal::Signal::SIGKILL);
                 let _ = child.wait();
                 return Err(format!(
                     "`{}` timed out after {:.1} s and was killed",
@@ -386,12 +411,15 @@ fn run_command(
                     timeout.as_secs_f64()
                 ));
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Ok(false) => std::thread::sleep(Duration::from_millis(5)),
             Err(err) => return Err(format!("waiting for `{}` failed: {err}", argv[0])),
         }
-    };
+    }
     // Whatever it left running in its group (`cmd &`) would hold the pipes open: end it.
-    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    host::signal::signal_group(group, nix::sys::signal::Signal::SIGKILL);
+    let status = child
+        .wait()
+        .map_err(|err| format!("waiting for `{}` failed: {err}", argv[0]))?;
     // Output still in flight is read until the deadline; a descendant that left the group and
     // keeps a pipe open does not hold the hook beyond it.
     while !(stdout_reader.is_finished() && stderr_reader.is_finished()) && Instant::now() < deadline
@@ -404,6 +432,48 @@ fn run_command(
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     Ok((code, take(&stdout), take(&stderr)))
 }
+
+/// The instance name in the markers of programs run by `reef.exec`.
+pub const EXEC_INSTANCE: &str = "reef.exec";
+
+/// Forgets a `reef.exec` child in reef's registry of children once this scope is done with it
+/// (it is reaped by then, or abandoned to the orphan reaper if waiting for it failed).
+struct Untrack(u32);
+
+impl Drop for Untrack {
+    fn drop(&mut self) {
+        host::reaper::untrack(self.0);
+    }
+}
+
+/// Makes the child get SIGKILL if reef dies while it runs, so no hook program outlives a crashed
+/// reef. Linux ties this to the *thread* that forks, not to reef as a whole: here that is the
+/// hook thread, which lives as long as reef and in any case waits in [`run_command`] until this
+/// child has ended. Grandchildren do not inherit it (fork clears it); the group kill and the
+/// markers cover them.
+#[cfg(target_os = "linux")]
+fn end_with_reef(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let reef = rustix::process::getpid();
+    let hook = move || -> std::io::Result<()> {
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+        // Had reef died before the line above, no signal would ever come: do not start.
+        if rustix::process::getppid() != Some(reef) {
+            return Err(rustix::io::Errno::SRCH.into());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe calls
+    // are allowed: it makes two plain system calls and allocates nothing (an Errno converts to
+    // an io::Error without allocating).
+    unsafe {
+        command.pre_exec(hook);
+    }
+}
+
+/// Elsewhere the child is only killed with its group on timeout: nothing ends it if reef dies.
+#[cfg(not(target_os = "linux"))]
+fn end_with_reef(_command: &mut Command) {}
 
 /// After an evaluation: every `reef.on(event, name, ...)` must name a declared instance.
 pub(super) fn check_hook_names(lua: &Lua) -> mlua::Result<()> {
@@ -586,5 +656,92 @@ impl Automaton {
         if let Err(err) = self.take_new_timers() {
             tracing::error!("{what}: cannot schedule its timers: {err}");
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+    use crate::host::identity::{is_same_process, start_time};
+    use crate::host::testing::{PATIENCE, isolated, kill_if_same, read_pid};
+
+    fn run(script: &str, env: &[(&str, &str)]) -> Result<(i32, Vec<u8>, Vec<u8>), String> {
+        let argv = ["sh", "-c", script, "sh"].map(String::from);
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        run_command(&argv, &env, None, PATIENCE)
+    }
+
+    #[test]
+    fn exec_children_carry_the_markers_and_cannot_forge_them() {
+        // Sets the process-wide topology: alone in a copy of the test binary.
+        if !isolated(
+            "lua::automation::tests::exec_children_carry_the_markers_and_cannot_forge_them",
+        ) {
+            return;
+        }
+        host::markers::set_topology("hooks-test");
+        let forged = [("REEF_TOPOLOGY", "other"), ("REEF_SPAWN", "forged")];
+        let script = r#"printf '%s|%s|%s' "$REEF_TOPOLOGY" "$REEF_INSTANCE" "$REEF_SPAWN""#;
+        let (code, out, _) = run(script, &forged).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let fields: Vec<&str> = out.split('|').collect();
+        assert_eq!(code, 0);
+        assert_eq!(fields[..2], ["hooks-test", EXEC_INSTANCE], "{out}");
+        assert!(fields[2].len() == 16 && fields[2] != "forged", "{out}");
+        let (_, again, _) = run(script, &[]).unwrap();
+        assert_ne!(
+            String::from_utf8(again).unwrap(),
+            out,
+            "a fresh nonce per run"
+        );
+    }
+
+    #[test]
+    fn exec_children_are_untracked_once_reaped() {
+        let (code, out, _) = run("echo $$; exit 4", &[]).unwrap();
+        assert_eq!(code, 4);
+        let pid: u32 = String::from_utf8(out).unwrap().trim().parse().unwrap();
+        // Forgotten once reaped, so the registry does not grow.
+        assert!(!host::reaper::is_tracked(pid));
+    }
+
+    /// The copy of the test binary that plays reef runs a hook program, then is killed.
+    const PDEATH_PID_FILE: &str = "REEF_TEST_EXEC_PID_FILE";
+
+    #[test]
+    fn an_exec_child_dies_with_reef() {
+        if let Ok(pid_file) = std::env::var(PDEATH_PID_FILE) {
+            let script = format!("echo $$ > '{pid_file}'; exec sleep 30");
+            let _ = run(&script, &[]);
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("exec.pid");
+        let mut reef = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "lua::automation::tests::an_exec_child_dies_with_reef",
+                "--exact",
+                "--nocapture",
+            ])
+            .env(PDEATH_PID_FILE, &pid_file)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let program = read_pid(&pid_file, "sleep");
+        let ticks = start_time(program).unwrap();
+        reef.kill().unwrap();
+        reef.wait().unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        while is_same_process(program, ticks) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let survived = is_same_process(program, ticks);
+        kill_if_same(program, ticks);
+        assert!(!survived, "the hook program outlived reef");
     }
 }

@@ -4,14 +4,13 @@
 //! new VM after each successful reload (the old hooks stay until then), shutdown. Hooks run
 //! here one at a time, so a slow hook or a `reef.exec` delays other hooks, never supervision.
 
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::Registry;
+use super::colony::Colony;
 use super::status::{InstanceStatus, unix_now};
 use crate::lua::automation::{Action, Attachment, Automaton};
 
@@ -82,6 +81,42 @@ impl Event {
         }
     }
 
+    /// The hook event for a supervisor event, if hooks can subscribe to it.
+    pub fn from_supervisor(event: &super::events::Event) -> Option<Event> {
+        use super::events::EventKind;
+        let name = event.kind.hook_name()?;
+        if let EventKind::ReloadApplied { diff } = &event.kind {
+            return Some(Event::reload(diff.clone()));
+        }
+        let status = event.status.as_ref()?;
+        let mut pid = status.pid;
+        let (reason, code, signal) = match &event.kind {
+            EventKind::Unhealthy { reason } => (Some(reason.clone()), None, None),
+            EventKind::Blocked { holder } => (Some(holder.clone()), None, None),
+            EventKind::Exited {
+                pid: ended,
+                code,
+                signal,
+                description,
+                reason,
+            } => {
+                pid = *ended;
+                (
+                    Some(reason.clone().unwrap_or_else(|| description.clone())),
+                    *code,
+                    *signal,
+                )
+            }
+            _ => (None, None, None),
+        };
+        let mut hook_event = Event::of(name, status, reason);
+        hook_event.time = event.time;
+        hook_event.pid = pid;
+        hook_event.code = code;
+        hook_event.signal = signal;
+        Some(hook_event)
+    }
+
     pub fn message(&self) -> ToLua {
         ToLua::Event(serde_json::to_value(self).expect("events serialize"))
     }
@@ -91,18 +126,18 @@ impl Event {
 pub fn start(
     automaton: Automaton,
     inbox: Receiver<ToLua>,
-    registry: Arc<Registry>,
+    colony: Colony,
     runtime: tokio::runtime::Handle,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("reef-lua".into())
-        .spawn(move || run(automaton, inbox, registry, runtime))
+        .spawn(move || run(automaton, inbox, colony, runtime))
 }
 
-fn attach(automaton: &mut Automaton, registry: &Arc<Registry>, runtime: &tokio::runtime::Handle) {
-    let acting = registry.clone();
+fn attach(automaton: &mut Automaton, colony: &Colony, runtime: &tokio::runtime::Handle) {
+    let acting = colony.clone();
     let runtime = runtime.clone();
-    let reading = registry.clone();
+    let reading = colony.clone();
     automaton.attach(Attachment {
         act: Box::new(move |action| {
             let (name, verb) = match &action {
@@ -131,10 +166,10 @@ fn attach(automaton: &mut Automaton, registry: &Arc<Registry>, runtime: &tokio::
 fn run(
     mut automaton: Automaton,
     inbox: Receiver<ToLua>,
-    registry: Arc<Registry>,
+    colony: Colony,
     runtime: tokio::runtime::Handle,
 ) {
-    attach(&mut automaton, &registry, &runtime);
+    attach(&mut automaton, &colony, &runtime);
     loop {
         let wait = automaton
             .next_due()
@@ -144,7 +179,7 @@ fn run(
             Ok(ToLua::Event(event)) => automaton.dispatch(&event),
             Ok(ToLua::Replace(next)) => {
                 automaton = *next;
-                attach(&mut automaton, &registry, &runtime);
+                attach(&mut automaton, &colony, &runtime);
                 tracing::info!(
                     "hooks replaced: {} hook(s), {} timer(s)",
                     automaton.hook_count(),

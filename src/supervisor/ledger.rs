@@ -1,42 +1,84 @@
-//! The ledger: which gateway processes this topology's reef started, so that the next `reef up`
-//! adopts exactly the gateways it can prove are its own and touches nothing else.
+//! The ledger: which gateway processes this topology's reef started, written ahead of every
+//! spawn, so that a reef killed at any instant leaves nothing the next one cannot find.
 //!
 //! One JSON file per topology (`ledger.json` beside the lock), rewritten atomically (temp file,
-//! fsync, rename) on every change. An entry proves ownership only while its pid is alive with
-//! the recorded start time; pids are reused, so a live pid alone proves nothing. A ledger that
-//! cannot be parsed is reported and ignored, never trusted.
+//! fsync, rename, fsync of the directory) by a thread of its own that owns the entries:
+//! - before a spawn, [`LedgerHandle::intend`] records the instance, its spawn nonce and spec,
+//!   and returns only once that is durable. Concurrent intents share one write (group commit),
+//!   so starting 250 gateways costs a handful of fsyncs, not 250;
+//! - after the spawn, [`LedgerHandle::record`] adds pid and start time (not awaited: the nonce
+//!   in the process's environment already makes it findable);
+//! - after the exit, [`LedgerHandle::forget`] drops it.
+//!
+//! An entry proves nothing by itself: pids are reused and the file may be forged. reef signals
+//! a process only when its pid, start time *and* the marker variables in its environment
+//! (topology, spawn nonce) match. A ledger that cannot be parsed is reported and ignored.
+//! Files are never opened through a symlink.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
 use super::status::PortSummary;
-use crate::process;
 
-pub const LEDGER_FORMAT: u32 = 1;
+/// Format 2 added spawn nonces, intents, dependencies, stop settings and restart counts;
+/// format 1 files are still read.
+pub const LEDGER_FORMAT: u32 = 2;
 
-/// One gateway process reef started.
+/// One gateway process reef started, or is about to start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     pub name: String,
-    pub pid: u32,
-    /// Start time in clock ticks since boot (`/proc/PID/stat` field 22).
-    pub start_ticks: u64,
+    /// The spawn nonce in the process's `REEF_SPAWN` variable.
+    #[serde(default)]
+    pub spawn: String,
+    /// `None` while only the intent is recorded.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// Start time in clock ticks since boot.
+    #[serde(default)]
+    pub start_ticks: Option<u64>,
     /// When reef spawned it (seconds since the Unix epoch), for `reef status` after adoption.
     #[serde(default)]
     pub started_at: f64,
     /// `Instance::spec_hash` of the spec it was started with.
     pub spec_hash: String,
+    /// So that `reef down` without a script stops dependents first.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    #[serde(default = "default_stop_signal")]
+    pub stop_signal: String,
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: f64,
+    /// Restarts so far and how the last process ended: they survive adoption.
+    #[serde(default)]
+    pub restarts: u32,
+    #[serde(default)]
+    pub last_exit: Option<String>,
     pub ports: PortSummary,
     pub log: PathBuf,
 }
 
+fn default_stop_signal() -> String {
+    "SIGTERM".into()
+}
+
+fn default_stop_timeout() -> f64 {
+    10.0
+}
+
 impl Entry {
-    /// Whether the process is still the one this entry recorded.
+    /// Whether the recorded process is still alive with the recorded start time. Not a proof
+    /// of ownership on its own (see [`crate::host::markers::is_ours`]).
     pub fn is_alive(&self) -> bool {
-        process::is_same_process(self.pid, self.start_ticks)
+        match (self.pid, self.start_ticks) {
+            (Some(pid), Some(ticks)) => crate::host::identity::is_same_process(pid, ticks),
+            _ => false,
+        }
     }
 }
 
@@ -57,175 +99,179 @@ pub enum LedgerError {
     )]
     Corrupt { path: String, error: String },
     #[error("cannot write the ledger {path}: {error}")]
-    Write { path: String, error: std::io::Error },
+    Write { path: String, error: String },
 }
 
-/// The ledger of one topology, kept in memory and mirrored to disk on every change.
-#[derive(Debug)]
-pub struct Ledger {
-    path: PathBuf,
-    script: PathBuf,
-    entries: BTreeMap<String, Entry>,
-    writer: Writer,
-}
-
-/// Where the file is written: right away, or by a thread that keeps only the newest content,
-/// so that fsyncs never stall the supervisor.
-#[derive(Debug)]
-enum Writer {
-    Inline,
-    Background(std::sync::mpsc::Sender<Job>),
+/// Reads the entries at `path`: none if there is no file; an error if it is corrupt or a
+/// symlink.
+pub fn read(path: &Path) -> Result<Vec<Entry>, LedgerError> {
+    let read_error = |error| LedgerError::Read {
+        path: path.display().to_string(),
+        error,
+    };
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(read_error(error)),
+    };
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(read_error)?;
+    let corrupt = |error: String| LedgerError::Corrupt {
+        path: path.display().to_string(),
+        error,
+    };
+    let file: LedgerFile = serde_json::from_str(&text).map_err(|err| corrupt(err.to_string()))?;
+    if file.format != 1 && file.format != LEDGER_FORMAT {
+        return Err(corrupt(format!("unknown format {}", file.format)));
+    }
+    Ok(file.entries)
 }
 
 enum Job {
-    /// The new content; `None` removes the file.
-    Write(Option<String>),
+    /// Record (or replace) an entry; `durable` is answered once it is on disk.
+    Put(Box<Entry>, Option<oneshot::Sender<Result<(), String>>>),
+    Record {
+        name: String,
+        spawn: String,
+        pid: u32,
+        start_ticks: Option<u64>,
+    },
+    Forget {
+        name: String,
+        spawn: String,
+    },
     Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// The ledger of a running `reef up`: a handle to the thread that owns the entries and writes
+/// the file. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LedgerHandle {
+    jobs: std::sync::mpsc::Sender<Job>,
+    path: PathBuf,
 }
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Job::Write(_) => "Write",
-            Job::Flush(_) => "Flush",
-        })
+        f.write_str("Job")
     }
 }
 
-impl Ledger {
-    /// An empty ledger that will be written at `path`, on every change, before returning.
-    pub fn new(path: PathBuf, script: PathBuf) -> Ledger {
-        Ledger {
-            path,
-            script,
-            entries: BTreeMap::new(),
-            writer: Writer::Inline,
-        }
-    }
-
-    /// An empty ledger whose writes happen on a thread of its own (inside `reef up`). Errors
-    /// are logged there; [`Ledger::flush`] waits for the writes queued so far.
-    pub fn in_background(path: PathBuf, script: PathBuf) -> std::io::Result<Ledger> {
+impl LedgerHandle {
+    /// Starts the writer thread for the ledger at `path`, beginning with no entries (adopted
+    /// gateways are put back by [`LedgerHandle::put`]).
+    pub fn start(path: PathBuf, script: PathBuf) -> std::io::Result<LedgerHandle> {
         let (jobs, inbox) = std::sync::mpsc::channel::<Job>();
         let target = path.clone();
         std::thread::Builder::new()
             .name("reef-ledger".into())
-            .spawn(move || write_forever(&target, &inbox))?;
-        Ok(Ledger {
-            path,
-            script,
-            entries: BTreeMap::new(),
-            writer: Writer::Background(jobs),
-        })
+            .spawn(move || write_forever(&target, &script, &inbox))?;
+        Ok(LedgerHandle { jobs, path })
     }
 
-    /// Waits until every change so far is on disk.
+    /// Records the intent to spawn `entry` (no pid yet); resolves once it is on disk.
+    pub async fn intend(&self, entry: Entry) -> Result<(), LedgerError> {
+        let (durable, written) = oneshot::channel();
+        let gone = || LedgerError::Write {
+            path: self.path.display().to_string(),
+            error: "the ledger's writer is gone".into(),
+        };
+        self.jobs
+            .send(Job::Put(Box::new(entry), Some(durable)))
+            .map_err(|_| gone())?;
+        written
+            .await
+            .map_err(|_| gone())?
+            .map_err(|error| LedgerError::Write {
+                path: self.path.display().to_string(),
+                error,
+            })
+    }
+
+    /// Puts an entry back without waiting (an adopted gateway).
+    pub fn put(&self, entry: Entry) {
+        let _ = self.jobs.send(Job::Put(Box::new(entry), None));
+    }
+
+    /// Adds the pid and start time to `name`'s entry of spawn `spawn`.
+    pub fn record(&self, name: &str, spawn: &str, pid: u32, start_ticks: Option<u64>) {
+        let _ = self.jobs.send(Job::Record {
+            name: name.into(),
+            spawn: spawn.into(),
+            pid,
+            start_ticks,
+        });
+    }
+
+    /// Drops `name`'s entry if it is still spawn `spawn` (a newer one keeps its entry).
+    pub fn forget(&self, name: &str, spawn: &str) {
+        let _ = self.jobs.send(Job::Forget {
+            name: name.into(),
+            spawn: spawn.into(),
+        });
+    }
+
+    /// Waits until every change so far is on disk (blocking).
     pub fn flush(&self) {
-        if let Writer::Background(jobs) = &self.writer {
-            let (done, written) = std::sync::mpsc::channel();
-            if jobs.send(Job::Flush(done)).is_ok() {
-                let _ = written.recv();
-            }
-        }
-    }
-
-    /// The entries recorded at `path`: none if there is no file; an error if it is corrupt.
-    pub fn read(path: &Path) -> Result<Vec<Entry>, LedgerError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(error) => {
-                return Err(LedgerError::Read {
-                    path: path.display().to_string(),
-                    error,
-                });
-            }
-        };
-        let corrupt = |error: String| LedgerError::Corrupt {
-            path: path.display().to_string(),
-            error,
-        };
-        let file: LedgerFile =
-            serde_json::from_str(&text).map_err(|err| corrupt(err.to_string()))?;
-        if file.format != LEDGER_FORMAT {
-            return Err(corrupt(format!("unknown format {}", file.format)));
-        }
-        Ok(file.entries)
-    }
-
-    pub fn record(&mut self, entry: Entry) -> Result<(), LedgerError> {
-        self.entries.insert(entry.name.clone(), entry);
-        self.save()
-    }
-
-    /// Forgets `name`'s process if it is still `pid` (a newer process keeps its entry).
-    pub fn forget(&mut self, name: &str, pid: u32) -> Result<(), LedgerError> {
-        if self.entries.get(name).is_some_and(|entry| entry.pid == pid) {
-            self.entries.remove(name);
-            self.save()?;
-        }
-        Ok(())
-    }
-
-    /// The file's content for the current entries; `None` when there are none (no file).
-    fn content(&self) -> Option<String> {
-        (!self.entries.is_empty()).then(|| {
-            let file = LedgerFile {
-                format: LEDGER_FORMAT,
-                script: self.script.clone(),
-                entries: self.entries.values().cloned().collect(),
-            };
-            serde_json::to_string_pretty(&file).expect("ledgers serialize")
-        })
-    }
-
-    fn save(&self) -> Result<(), LedgerError> {
-        let content = self.content();
-        match &self.writer {
-            Writer::Inline => {
-                store(&self.path, content.as_deref()).map_err(|error| LedgerError::Write {
-                    path: self.path.display().to_string(),
-                    error,
-                })
-            }
-            Writer::Background(jobs) => {
-                // A writer that is gone (never, short of a panic) leaves the file as it was.
-                let _ = jobs.send(Job::Write(content));
-                Ok(())
-            }
+        let (done, written) = std::sync::mpsc::channel();
+        if self.jobs.send(Job::Flush(done)).is_ok() {
+            let _ = written.recv();
         }
     }
 }
 
-/// Writes or removes the ledger file.
-fn store(path: &Path, content: Option<&str>) -> std::io::Result<()> {
-    match content {
-        Some(text) => write_atomically(path, text.as_bytes()),
-        None => match std::fs::remove_file(path) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
-            _ => Ok(()),
-        },
-    }
-}
-
-/// The writer thread: of a burst of changes, only the newest content is written.
-fn write_forever(path: &Path, inbox: &std::sync::mpsc::Receiver<Job>) {
+/// The writer thread: applies every queued change, then writes the newest content once and
+/// answers everyone who waited for it.
+fn write_forever(path: &Path, script: &Path, inbox: &std::sync::mpsc::Receiver<Job>) {
+    let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+    let mut written: Option<Option<String>> = None;
     while let Ok(first) = inbox.recv() {
-        let mut newest: Option<Option<String>> = None;
+        let mut durable = Vec::new();
         let mut flushes = Vec::new();
         for job in std::iter::once(first).chain(inbox.try_iter()) {
             match job {
-                Job::Write(content) => newest = Some(content),
+                Job::Put(entry, ack) => {
+                    entries.insert(entry.name.clone(), *entry);
+                    durable.extend(ack);
+                }
+                Job::Record {
+                    name,
+                    spawn,
+                    pid,
+                    start_ticks,
+                } => {
+                    if let Some(entry) = entries.get_mut(&name).filter(|e| e.spawn == spawn) {
+                        entry.pid = Some(pid);
+                        entry.start_ticks = start_ticks;
+                    }
+                }
+                Job::Forget { name, spawn } => {
+                    if entries.get(&name).is_some_and(|e| e.spawn == spawn) {
+                        entries.remove(&name);
+                    }
+                }
                 Job::Flush(done) => flushes.push(done),
             }
         }
-        if let Some(content) = newest
-            && let Err(err) = store(path, content.as_deref())
-        {
-            tracing::error!(
-                "cannot write the ledger {}: {err}; a crash of reef now would orphan gateways",
+        let content = content(script, &entries);
+        let result = if written.as_ref() == Some(&content) {
+            Ok(())
+        } else {
+            store(path, content.as_deref())
+        };
+        match &result {
+            Ok(()) => written = Some(content),
+            Err(err) => tracing::error!(
+                "cannot write the ledger {}: {err}; gateways started now are found by their markers only",
                 path.display()
-            );
+            ),
+        }
+        for ack in durable {
+            let _ = ack.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         }
         for done in flushes {
             let _ = done.send(());
@@ -233,10 +279,53 @@ fn write_forever(path: &Path, inbox: &std::sync::mpsc::Receiver<Job>) {
     }
 }
 
+/// The file's content for `entries`; `None` when there are none (no file).
+fn content(script: &Path, entries: &BTreeMap<String, Entry>) -> Option<String> {
+    (!entries.is_empty()).then(|| {
+        let file = LedgerFile {
+            format: LEDGER_FORMAT,
+            script: script.to_path_buf(),
+            entries: entries.values().cloned().collect(),
+        };
+        serde_json::to_string_pretty(&file).expect("ledgers serialize")
+    })
+}
+
+/// Writes or removes the ledger file; recreates its directory if it was deleted.
+fn store(path: &Path, content: Option<&str>) -> std::io::Result<()> {
+    match content {
+        Some(text) => match write_atomically(path, text.as_bytes()) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    use std::os::unix::fs::DirBuilderExt;
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(dir)?;
+                }
+                write_atomically(path, text.as_bytes())
+            }
+            other => other,
+        },
+        None => match std::fs::remove_file(path) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
+        },
+    }
+}
+
 /// Writes `bytes` to `path` so that a reader sees the old or the new content, never a mix.
+/// The temporary file is created exclusively (a planted symlink makes it fail, never followed);
+/// the rename replaces a symlink at `path` itself, not its target.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)?;
+    let temporary = path.with_extension(format!("tmp.{}", std::process::id()));
+    let _ = std::fs::remove_file(&temporary);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&temporary)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&temporary, path)?;
@@ -250,13 +339,19 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn entry(name: &str, pid: u32) -> Entry {
+    fn entry(name: &str, spawn: &str) -> Entry {
         Entry {
             name: name.into(),
-            pid,
-            start_ticks: 42,
+            spawn: spawn.into(),
+            pid: None,
+            start_ticks: None,
             started_at: 1.5,
             spec_hash: "00".into(),
+            depends_on: vec![],
+            stop_signal: "SIGTERM".into(),
+            stop_timeout: 10.0,
+            restarts: 0,
+            last_exit: None,
             ports: PortSummary {
                 gateway: 20000,
                 browser_control: 20002,
@@ -267,74 +362,70 @@ mod tests {
         }
     }
 
-    #[test]
-    fn round_trip_and_removal_when_empty() {
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_intent_is_on_disk_before_it_returns() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.json");
-        let mut ledger = Ledger::new(path.clone(), "reef.lua".into());
-        assert!(Ledger::read(&path).unwrap().is_empty());
-        ledger.record(entry("main", 10)).unwrap();
-        ledger.record(entry("rescue", 11)).unwrap();
-        let read = Ledger::read(&path).unwrap();
-        assert_eq!(read, vec![entry("main", 10), entry("rescue", 11)]);
-        ledger.forget("main", 99).unwrap();
+        let ledger = LedgerHandle::start(path.clone(), "reef.lua".into()).unwrap();
+        ledger.intend(entry("main", "a1")).await.unwrap();
+        assert_eq!(read(&path).unwrap(), vec![entry("main", "a1")]);
+        ledger.record("main", "a1", 42, Some(7));
+        ledger.record("main", "stale", 43, Some(8));
+        ledger.flush();
+        let read_back = read(&path).unwrap();
+        assert_eq!(read_back[0].pid, Some(42));
+        assert_eq!(read_back[0].start_ticks, Some(7));
+        ledger.forget("main", "older");
+        ledger.flush();
         assert_eq!(
-            Ledger::read(&path).unwrap().len(),
-            2,
-            "another pid keeps the entry"
+            read(&path).unwrap().len(),
+            1,
+            "another spawn keeps the entry"
         );
-        ledger.forget("main", 10).unwrap();
-        ledger.forget("rescue", 11).unwrap();
-        assert!(!path.exists());
-    }
-
-    #[test]
-    fn a_background_ledger_lands_on_disk_by_flush() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ledger.json");
-        let mut ledger = Ledger::in_background(path.clone(), "reef.lua".into()).unwrap();
-        for pid in 1..50 {
-            ledger.record(entry("main", pid)).unwrap();
-        }
-        ledger.flush();
-        assert_eq!(Ledger::read(&path).unwrap(), vec![entry("main", 49)]);
-        ledger.forget("main", 49).unwrap();
+        ledger.forget("main", "a1");
         ledger.flush();
         assert!(!path.exists());
     }
 
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_deleted_state_dir_is_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let path = state.join("ledger.json");
+        let ledger = LedgerHandle::start(path.clone(), "reef.lua".into()).unwrap();
+        std::fs::remove_dir_all(&state).unwrap();
+        ledger.intend(entry("main", "b2")).await.unwrap();
+        assert_eq!(read(&path).unwrap().len(), 1);
+    }
+
     #[test]
-    fn corrupt_or_truncated_ledgers_are_refused() {
+    fn a_symlinked_ledger_is_not_read_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere.json");
+        std::fs::write(&target, "{}").unwrap();
+        let path = dir.path().join("ledger.json");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        assert!(matches!(read(&path), Err(LedgerError::Read { .. })));
+        write_atomically(&path, b"{\"format\":2,\"script\":\"x\",\"entries\":[]}").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "{}");
+    }
+
+    #[test]
+    fn corrupt_or_unknown_ledgers_are_refused_and_format_1_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.json");
-        let mut ledger = Ledger::new(path.clone(), "reef.lua".into());
-        ledger.record(entry("main", 10)).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, &text[..text.len() / 2]).unwrap();
-        assert!(matches!(
-            Ledger::read(&path),
-            Err(LedgerError::Corrupt { .. })
-        ));
+        std::fs::write(&path, "{\"format\": 2, \"script\"").unwrap();
+        assert!(matches!(read(&path), Err(LedgerError::Corrupt { .. })));
         std::fs::write(&path, "{\"format\": 9, \"script\": \"x\", \"entries\": []}").unwrap();
-        assert!(matches!(
-            Ledger::read(&path),
-            Err(LedgerError::Corrupt { .. })
-        ));
-    }
-
-    #[test]
-    fn a_reused_pid_is_not_the_same_process() {
-        let me = std::process::id();
-        let ticks = process::start_time(me).unwrap();
-        let mine = Entry {
-            start_ticks: ticks,
-            ..entry("main", me)
-        };
-        assert!(mine.is_alive());
-        let impostor = Entry {
-            start_ticks: ticks + 7,
-            ..entry("main", me)
-        };
-        assert!(!impostor.is_alive());
+        assert!(matches!(read(&path), Err(LedgerError::Corrupt { .. })));
+        let old = r#"{"format": 1, "script": "x", "entries": [{"name": "main", "pid": 10,
+            "start_ticks": 42, "started_at": 1.5, "spec_hash": "00",
+            "ports": {"gateway": 20000, "browser_control": 20002, "cdp_first": 20011, "cdp_last": 20110},
+            "log": "/tmp/x.log"}]}"#;
+        std::fs::write(&path, old).unwrap();
+        let entries = read(&path).unwrap();
+        assert_eq!(entries[0].pid, Some(10));
+        assert_eq!(entries[0].stop_timeout, 10.0);
     }
 }

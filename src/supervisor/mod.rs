@@ -1,333 +1,71 @@
 //! `reef up`: supervising a topology's gateways in the foreground.
 //!
-//! [`run`] first reads the previous reef's [`ledger`] and adopts every gateway it can prove is
-//! its own (same pid and start time, same spec), stopping leftovers whose spec changed. Then one
-//! task per instance ([`instance`]) waits for its dependencies to be ready, spawns (or keeps the
-//! adopted process), probes and restarts. Around them:
-//! - a control server ([`crate::control`]) answers `reef status|start|stop|restart|reload|diff|down`;
-//! - a reload task owns the file watcher: each change (debounced), SIGHUP or `reef reload`
-//!   evaluates the script in a fresh VM and applies the [`crate::reconcile`] diff, restarting
-//!   only changed instances;
-//! - a thread ([`automation`]) owns the script's Lua VM and runs its hooks and timers;
-//! - log rotation and, on a terminal, a progress line.
+//! The pieces, each with one job:
+//! - [`machine`]: one instance's life as a state machine, a pure function from (state, input)
+//!   to (state, effects);
+//! - [`runner`]: one task per instance that feeds its machine and carries out the effects
+//!   through a [`runner::Host`] ([`real`] on this machine; a fake one in tests);
+//! - [`colony`]: the one task that owns the running topology and applies reloads; everyone
+//!   else sends it messages or reads the view it publishes;
+//! - [`events`]: every transition as a typed event on one broadcast channel, consumed by the
+//!   hooks ([`automation`]), the progress line and status readers;
+//! - [`ledger`] and [`takeover`]: write-ahead identity. The ledger records a spawn's intent
+//!   before the fork; every process carries marker variables (topology, instance, spawn nonce)
+//!   that its descendants inherit; reef is a child subreaper while it runs. A crash at any
+//!   instant leaves every process findable, and nothing is signalled unless proven ours.
 //!
-//! SIGINT, SIGTERM or `reef down` stops every gateway in reverse dependency order and returns.
-//! Gateways run in their own sessions with output straight to their log files, so they outlive a
-//! crashed reef and the next one adopts them.
+//! [`run`] installs its signal handlers first, then adopts what the previous reef left (same
+//! spec) and ends the rest, then starts one task per instance in dependency order. SIGINT,
+//! SIGTERM or `reef down` stops every gateway, dependents first; a second SIGINT/SIGTERM
+//! hurries the stops (SIGKILL after [`machine::HURRY_GRACE`]); a third exits at once, leaving
+//! the gateways to be adopted by the next reef.
 
 pub mod automation;
 pub mod backoff;
-pub mod instance;
+pub mod colony;
+pub mod events;
 pub mod launch;
 pub mod ledger;
 pub mod logs;
+pub mod machine;
 pub mod probe;
+pub mod real;
+pub mod runner;
 pub mod status;
+pub mod takeover;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::layout::TopologyDirs;
 use crate::lua::automation::Automaton;
-use crate::lua::{Host, Limits};
-use crate::plan::{self, Plan};
-use crate::reconcile::{self, Diff};
+use crate::plan::Plan;
+use crate::reconcile::Diff;
 use crate::topology::Instance;
 use crate::watch::ScriptWatcher;
 use automation::ToLua;
-use instance::{Adoption, Context, InstanceHandle};
-use ledger::Ledger;
-use status::{ReloadError, State, TopologyStatus, unix_now};
+use colony::{Colony, Member, Owner, Parts};
+use ledger::LedgerHandle;
 
-/// The running topology: its instances and their specs, the reload state, and what it takes
-/// to start new instances. Shared by the control server, the reload task and `run`.
-pub struct Registry {
-    pub script: PathBuf,
-    pub started_at: f64,
-    running: RwLock<Running>,
-    reload_state: Mutex<ReloadState>,
-    context: Context,
-    dirs: TopologyDirs,
-    reload_requests: mpsc::Sender<ReloadRequest>,
-    /// Set by `reef down`: the gateways are stopped, `reef up` should return.
-    pub down_requested: tokio::sync::Notify,
-}
+use real::RealHost;
+use runner::{Adoption, InstanceHandle, Shared};
+use status::State;
 
-/// The instances as applied, in declaration order (handles and specs side by side).
-struct Running {
-    handles: Vec<InstanceHandle>,
-    specs: Vec<Instance>,
-}
-
-struct ReloadState {
-    generation: u64,
-    evaluations: u64,
-    loaded_at: f64,
-    error: Option<ReloadError>,
-}
-
-/// A reload asked for over the control socket: apply it, or only tell what it would do.
-pub struct ReloadRequest {
-    /// Another script to compare against (for `reef diff`); the topology's own by default.
-    pub script: Option<PathBuf>,
-    pub apply: bool,
-    pub reply: oneshot::Sender<Result<DiffNames, String>>,
-}
-
-impl Registry {
-    pub fn handles(&self) -> Vec<InstanceHandle> {
-        self.running.read().expect("registry lock").handles.clone()
-    }
-
-    fn specs(&self) -> Vec<Instance> {
-        self.running.read().expect("registry lock").specs.clone()
-    }
-
-    pub fn snapshot(&self) -> TopologyStatus {
-        let reload = self.reload_state.lock().expect("reload lock");
-        TopologyStatus {
-            format: crate::render::JSON_FORMAT,
-            script: self.script.clone(),
-            pid: std::process::id(),
-            started_at: self.started_at,
-            generation: reload.generation,
-            evaluations: reload.evaluations,
-            loaded_at: reload.loaded_at,
-            reload_error: reload.error.clone(),
-            instances: self.handles().iter().map(InstanceHandle::status).collect(),
-        }
-    }
-
-    pub fn handle(&self, name: &str) -> Result<InstanceHandle, String> {
-        let handles = self.handles();
-        handles
-            .iter()
-            .find(|handle| handle.name == name)
-            .cloned()
-            .ok_or_else(|| {
-                crate::suggest::no_such_instance(name, handles.iter().map(|h| h.name.as_str()))
-            })
-    }
-
-    /// Asks the reload task to evaluate (and with `apply`, apply) a script now.
-    pub async fn request_reload(
-        &self,
-        script: Option<PathBuf>,
-        apply: bool,
-    ) -> Result<DiffNames, String> {
-        let (reply, answer) = oneshot::channel();
-        self.reload_requests
-            .send(ReloadRequest {
-                script,
-                apply,
-                reply,
-            })
-            .await
-            .map_err(|_| "reef is shutting down".to_owned())?;
-        answer
-            .await
-            .unwrap_or_else(|_| Err("reef is shutting down".to_owned()))
-    }
-
-    /// Stops every instance, dependents before their dependencies, each batch in parallel.
-    pub async fn shutdown(&self) {
-        let (handles, specs) = {
-            let running = self.running.read().expect("registry lock");
-            (running.handles.clone(), running.specs.clone())
-        };
-        stop_handles(
-            &handles,
-            &specs,
-            handles.iter().map(|h| h.name.clone()).collect(),
-        )
-        .await;
-    }
-
-    /// Evaluates `script` in a fresh VM and diffs it against what runs; with `apply`, carries
-    /// the diff out. A failed evaluation changes nothing that runs. Returns the files read.
-    async fn reload(
-        &self,
-        script: &Path,
-        apply: bool,
-    ) -> (Result<DiffNames, String>, Vec<PathBuf>) {
-        let planned = {
-            let script = script.to_path_buf();
-            let host = match Host::from_process() {
-                Ok(host) => host,
-                Err(err) => return (Err(err.to_string()), Vec::new()),
-            };
-            tokio::task::spawn_blocking(move || {
-                plan::plan_keeping_vm(&script, &host, Limits::default())
-            })
-            .await
-        };
-        self.reload_state.lock().expect("reload lock").evaluations += 1;
-        let Ok((planned, automaton)) = planned else {
-            return (Err("the evaluation panicked".into()), Vec::new());
-        };
-        let files = planned.files;
-        let empty_file = std::fs::metadata(script).is_ok_and(|meta| meta.len() == 0);
-        let outcome = match planned.result {
-            Err(err) => Err(err.to_string()),
-            // An editor that truncates before writing can be caught mid-save: an empty file
-            // would stop every gateway. A topology without gateways must say so in Lua.
-            Ok(plan)
-                if empty_file && plan.topology.instances.is_empty() && !self.specs().is_empty() =>
-            {
-                Err(format!(
-                    "{} is empty (a save in progress?); keeping the running topology. To stop every gateway, \
-                 leave a comment in the script, or use `reef down`",
-                    script.display()
-                ))
-            }
-            Ok(plan) if !plan.is_valid() => Err(format!(
-                "the new topology has {} violation(s), e.g. {}; run `reef plan {}`",
-                plan.report.violations.len(),
-                plan.report.violations[0].message,
-                script.display()
-            )),
-            Ok(plan) => Ok(plan),
-        };
-        let plan = match outcome {
-            Ok(plan) => plan,
-            Err(message) => {
-                if apply {
-                    tracing::error!("reload failed, the running topology is unchanged: {message}");
-                    self.reload_state.lock().expect("reload lock").error = Some(ReloadError {
-                        message: message.clone(),
-                        at: unix_now(),
-                    });
-                }
-                return (Err(message), files);
-            }
-        };
-        let diff = reconcile::diff(&self.specs(), &plan.topology.instances);
-        let names = DiffNames::of(&diff);
-        if apply {
-            tracing::info!("reloading {}: {}", script.display(), diff.summary());
-            self.apply(diff, plan.topology.instances).await;
-            {
-                let mut state = self.reload_state.lock().expect("reload lock");
-                state.generation += 1;
-                state.loaded_at = unix_now();
-                state.error = None;
-            }
-            // The new script's hooks take over; the reload event is theirs to see.
-            if let Some(automaton) = automaton {
-                automation::send(&self.context.hooks, ToLua::Replace(Box::new(automaton)));
-            }
-            automation::send(
-                &self.context.hooks,
-                automation::Event::reload(names.clone()).message(),
-            );
-        }
-        (Ok(names), files)
-    }
-
-    /// Carries out a diff: stop the removed (dependents first), start the added, restart the
-    /// changed (dependents first; each restarts once its dependencies are ready again), update
-    /// the live ones. Unchanged instances are not touched.
-    async fn apply(&self, diff: Diff, next: Vec<Instance>) {
-        let (handles, specs) = {
-            let running = self.running.read().expect("registry lock");
-            (running.handles.clone(), running.specs.clone())
-        };
-        stop_handles(&handles, &specs, diff.removed.clone()).await;
-        {
-            let mut running = self.running.write().expect("registry lock");
-            running
-                .handles
-                .retain(|handle| !diff.removed.contains(&handle.name));
-            running
-                .specs
-                .retain(|spec| !diff.removed.contains(&spec.name));
-        }
-
-        // Changed instances stop first, dependents before their dependencies, so that neither
-        // they nor added instances that depend on them start against an old process.
-        let restart_order: Vec<String> = stop_order(
-            &next
-                .iter()
-                .map(|i| (i.name.clone(), i.depends_on.clone()))
-                .collect(),
-            diff.changed.iter().map(|i| i.name.as_str()),
-        )
-        .into_iter()
-        .flatten()
-        .collect();
-        for name in &restart_order {
-            if let Some(handle) = handles.iter().find(|h| &h.name == name) {
-                let _ = handle.stop().await;
-            }
-        }
-
-        for instance in dependency_first(&diff.added) {
-            let dependencies = subscriptions(&self.handles(), instance);
-            let log = self.dirs.log(&instance.name);
-            let handle = instance::spawn(
-                instance.clone(),
-                log,
-                self.context.clone(),
-                dependencies,
-                None,
-            );
-            // Registered at once: a shutdown in the middle of this reload stops it too.
-            let mut running = self.running.write().expect("registry lock");
-            running.handles.push(handle);
-            running.specs.push(instance.clone());
-        }
-
-        // New specs in dependency order: each dependent starts once its dependency is ready.
-        for name in restart_order.iter().rev() {
-            let instance = diff
-                .changed
-                .iter()
-                .find(|i| &i.name == name)
-                .expect("from the diff");
-            let handles = self.handles();
-            if let Some(handle) = handles.iter().find(|h| &h.name == name) {
-                handle
-                    .respec(instance.clone(), subscriptions(&handles, instance), true)
-                    .await;
-            }
-        }
-        for instance in &diff.live {
-            let handles = self.handles();
-            if let Some(handle) = handles.iter().find(|h| h.name == instance.name) {
-                handle
-                    .respec(instance.clone(), subscriptions(&handles, instance), false)
-                    .await;
-            }
-        }
-        let mut running = self.running.write().expect("registry lock");
-        running
-            .handles
-            .sort_by_key(|handle| next.iter().position(|i| i.name == handle.name));
-        running.specs = next;
-    }
-}
-
-/// Stops the named instances, dependents before their dependencies, each batch in parallel.
-async fn stop_handles(handles: &[InstanceHandle], specs: &[Instance], names: Vec<String>) {
-    let depends_on: HashMap<String, Vec<String>> = specs
-        .iter()
-        .map(|i| (i.name.clone(), i.depends_on.clone()))
-        .collect();
-    for batch in stop_order(&depends_on, names.iter().map(String::as_str)) {
-        let mut stops = tokio::task::JoinSet::new();
-        for handle in handles.iter().filter(|h| batch.contains(&h.name)) {
-            let handle = handle.clone();
-            stops.spawn(async move { handle.shutdown().await });
-        }
-        while stops.join_next().await.is_some() {}
+/// Gives the memory an evaluation freed back to the system: a Lua VM allocates megabytes that
+/// the allocator would otherwise keep in `reef up`'s heap for good.
+pub(crate) fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's own heap.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -406,6 +144,29 @@ pub struct UpOptions {
     pub debounce: Duration,
 }
 
+/// SIGINT and SIGTERM, counted: the first stops everything, the second hurries, the third
+/// exits. Installed before anything is spawned.
+struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<StopSignals> {
+        Ok(StopSignals {
+            terminate: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
 /// Supervises `plan` until SIGINT, SIGTERM or `reef down`, reloading it whenever one of its
 /// files changes (or on SIGHUP / `reef reload`), then stops everything.
 pub async fn run(
@@ -415,57 +176,59 @@ pub async fn run(
     options: UpOptions,
     automaton: Option<Automaton>,
 ) -> Result<()> {
-    let (hooks, hook_inbox) = std::sync::mpsc::channel();
-    let reef_binary = std::env::current_exe().context("cannot find reef's own binary")?;
-    let (changed, _) = watch::channel(0u64);
-    let mut adoptions = take_over_leftovers(&plan, &dirs).await;
-    let context = Context {
-        reef_binary,
-        inherited_env: Arc::new(inherited_env),
-        changed: Arc::new(changed),
-        ledger: Arc::new(Mutex::new(
-            Ledger::in_background(dirs.ledger.clone(), plan.topology.script.clone())
-                .context("cannot start the thread that writes the ledger")?,
-        )),
-        hooks,
-    };
-
-    let mut handles: Vec<InstanceHandle> = Vec::new();
-    let instances: Vec<Instance> = plan.topology.instances.clone();
-    for instance in dependency_first(&instances) {
-        let dependencies = subscriptions(&handles, instance);
-        let log = dirs.log(&instance.name);
-        handles.push(instance::spawn(
-            instance.clone(),
-            log,
-            context.clone(),
-            dependencies,
-            adoptions.remove(&instance.name),
-        ));
+    let mut signals = StopSignals::install()?;
+    release_free_memory();
+    let hangup = signal(SignalKind::hangup())
+        .inspect_err(|err| {
+            tracing::warn!("cannot watch SIGHUP ({err}); `reef reload` and file changes still work")
+        })
+        .ok();
+    let topology = dirs.topology_id().to_owned();
+    crate::host::markers::set_topology(&topology);
+    if let Err(err) = crate::host::reaper::become_subreaper() {
+        tracing::warn!(
+            "cannot become a child subreaper ({err}); descendants that leave their group are still found by marker"
+        );
     }
-    // Back to declaration order for status and control.
-    handles.sort_by_key(|handle| instances.iter().position(|i| i.name == handle.name));
-
-    let (reload_requests, reload_inbox) = mpsc::channel(4);
-    let registry = Arc::new(Registry {
-        script: plan.topology.script.clone(),
-        started_at: unix_now(),
-        running: RwLock::new(Running {
-            handles,
-            specs: instances,
-        }),
-        reload_state: Mutex::new(ReloadState {
-            generation: 1,
-            evaluations: 0,
-            loaded_at: unix_now(),
-            error: None,
-        }),
-        context: context.clone(),
-        dirs: dirs.clone(),
-        reload_requests,
-        down_requested: tokio::sync::Notify::new(),
+    let shutdown = CancellationToken::new();
+    let ledger = LedgerHandle::start(dirs.ledger.clone(), plan.topology.script.clone())
+        .context("cannot start the thread that writes the ledger")?;
+    let host = Arc::new(RealHost {
+        reef_binary: std::env::current_exe().context("cannot find reef's own binary")?,
+        inherited_env: Arc::new(inherited_env),
+        topology: topology.clone(),
+        ledger: ledger.clone(),
     });
 
+    // What the previous reef left: adopt the same specs, end everything else.
+    let take_over = take_over(&plan, &dirs, &host);
+    tokio::pin!(take_over);
+    let mut adoptions = tokio::select! {
+        adoptions = &mut take_over => adoptions,
+        which = signals.next() => {
+            tracing::info!("{which}: stopping before any gateway was started");
+            take_over.await;
+            ledger.flush();
+            return Ok(());
+        }
+    };
+
+    let shared = Shared {
+        events: events::bus(),
+        changed: Arc::new(watch::channel(0u64).0),
+        hurry: CancellationToken::new(),
+    };
+    let mut members: Vec<Member> = Vec::new();
+    let instances: Vec<Instance> = plan.topology.instances.clone();
+    for instance in dependency_first(&instances) {
+        let adoption = adoptions.remove(&instance.name);
+        let member = colony::start_member(instance, &members, &host, &shared, &dirs, adoption);
+        members.push(member);
+    }
+    // Back to declaration order for status and control.
+    members.sort_by_key(|m| instances.iter().position(|i| i.name == m.handle.name));
+
+    let (hooks, hook_inbox) = std::sync::mpsc::channel();
     let (file_events, raw_events) = mpsc::channel(1);
     let mut watcher = ScriptWatcher::new(file_events)?;
     watcher.watch(&plan.topology.files)?;
@@ -475,127 +238,174 @@ pub async fn run(
         options.debounce,
         debounced_tx,
     ));
-    let reloader = tokio::spawn(reload_forever(
-        registry.clone(),
+    let (owner, colony) = Owner::new(Parts {
+        script: plan.topology.script.clone(),
+        members,
+        host: host.clone(),
+        shared: shared.clone(),
+        dirs: dirs.clone(),
+        hooks: hooks.clone(),
         watcher,
-        debounced,
-        reload_inbox,
-    ));
+        file_changes: debounced,
+    });
 
+    let forwarder = tokio::spawn(forward_to_hooks(colony.events(), hooks.clone()));
     if let Some(automaton) = automaton {
         automation::start(
             automaton,
             hook_inbox,
-            registry.clone(),
+            colony.clone(),
             tokio::runtime::Handle::current(),
         )
         .context("cannot start the thread that runs the script's hooks")?;
     }
 
     let listener = crate::control::bind(&dirs.socket)?;
-    let server = tokio::spawn(crate::control::serve(listener, registry.clone()));
-    let rotation = tokio::spawn(logs::rotate_forever(registry.clone()));
+    let server = tokio::spawn(crate::control::serve(
+        listener,
+        dirs.socket.clone(),
+        colony.clone(),
+    ));
     let progress = std::io::stderr()
         .is_terminal()
-        .then(|| tokio::spawn(show_progress(registry.clone(), context.changed.subscribe())));
+        .then(|| tokio::spawn(show_progress(colony.clone(), shared.changed.subscribe())));
 
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let owner_shutdown = shutdown.clone();
+    let mut owner_task = tokio::spawn(owner.run(owner_shutdown, hangup));
+    let mut signalled = 0;
     let which = tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
-        _ = registry.down_requested.notified() => "reef down",
+        which = signals.next() => { signalled += 1; which }
+        () = shutdown.cancelled() => "reef down",
+    };
+    shutdown.cancel();
+    let (members, mut down, mut owner) = loop {
+        tokio::select! {
+            finished = &mut owner_task => break finished.context("the colony task failed")?,
+            which = signals.next() => {
+                signalled += 1;
+                escalate(signalled, which, &shared);
+            }
+        }
     };
     if let Some(progress) = progress {
         progress.abort();
         crate::progress::finish();
     }
-    reloader.abort();
     debouncer.abort();
     tracing::info!("{which}: stopping all gateways");
     // Hooks see no events from a deliberate stop of everything.
-    automation::send(&context.hooks, ToLua::Shutdown);
-    registry.shutdown().await;
+    forwarder.abort();
+    automation::send(&hooks, ToLua::Shutdown);
+    let names: Vec<String> = members.iter().map(|m| m.handle.name.clone()).collect();
+    {
+        let stopping = colony::stop_members(&members, names);
+        tokio::pin!(stopping);
+        loop {
+            tokio::select! {
+                () = &mut stopping => break,
+                which = signals.next() => {
+                    signalled += 1;
+                    escalate(signalled, which, &shared);
+                }
+                () = owner.refuse_while_stopping(&mut down) => {}
+            }
+        }
+    }
+    tokio::task::spawn_blocking(move || ledger.flush())
+        .await
+        .context("the ledger's writer failed")?;
     server.abort();
-    rotation.abort();
     let _ = std::fs::remove_file(&dirs.socket);
-    context.ledger.lock().expect("ledger lock").flush();
+    for reply in down {
+        let (written, answered) = tokio::sync::oneshot::channel();
+        if reply.send((members.len(), written)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), answered).await;
+        }
+    }
     tracing::info!("all gateways stopped");
     Ok(())
 }
 
-/// The one task that evaluates scripts while reef runs: on file changes (debounced), SIGHUP
-/// and control requests. It owns the watcher, whose set follows the files each evaluation read.
-async fn reload_forever(
-    registry: Arc<Registry>,
-    mut watcher: ScriptWatcher,
-    mut file_changes: mpsc::Receiver<()>,
-    mut requests: mpsc::Receiver<ReloadRequest>,
+/// A second SIGINT/SIGTERM hurries the stops; a third exits now (the ledger and the markers
+/// let the next reef find every gateway).
+fn escalate(count: u32, which: &str, shared: &Shared) {
+    if count >= 3 {
+        tracing::warn!(
+            "{which} again: exiting now; gateways still running are adopted or stopped by the next `reef up` / `reef down`"
+        );
+        std::process::exit(130);
+    }
+    tracing::warn!(
+        "{which} again: stopping now (SIGKILL after {:.0} s); once more to exit at once",
+        machine::HURRY_GRACE.as_secs_f64()
+    );
+    shared.hurry.cancel();
+}
+
+/// Instance events, as the script's hooks see them.
+async fn forward_to_hooks(
+    mut events: tokio::sync::broadcast::Receiver<events::Event>,
+    hooks: std::sync::mpsc::Sender<ToLua>,
 ) {
-    let mut hangup = signal(SignalKind::hangup())
-        .inspect_err(|err| {
-            tracing::warn!("cannot watch SIGHUP ({err}); `reef reload` and file changes still work")
-        })
-        .ok();
+    use tokio::sync::broadcast::error::RecvError;
     loop {
-        let (script, apply, reply) = tokio::select! {
-            Some(()) = file_changes.recv() => (None, true, None),
-            Some(_) = async { hangup.as_mut()?.recv().await }, if hangup.is_some() => (None, true, None),
-            Some(request) = requests.recv() => (request.script, request.apply, Some(request.reply)),
-            else => return,
-        };
-        let own_script = script.is_none();
-        let script = script.unwrap_or_else(|| registry.script.clone());
-        let (outcome, files) = registry.reload(&script, apply).await;
-        if apply
-            && own_script
-            && !files.is_empty()
-            && let Err(err) = watcher.watch(&files)
-        {
-            tracing::warn!("{err:#}");
-        }
-        if let Some(reply) = reply {
-            let _ = reply.send(outcome);
+        match events.recv().await {
+            Ok(event) => {
+                if let Some(message) = automation::Event::from_supervisor(&event) {
+                    automation::send(&hooks, message.message());
+                }
+            }
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!("hooks fell {missed} event(s) behind; those were not delivered")
+            }
+            Err(RecvError::Closed) => return,
         }
     }
 }
 
-/// Reads the previous reef's ledger and decides, for each gateway it lists that is provably
-/// still that process: adopt it (same spec), or stop it (spec changed, or no longer declared).
-/// Entries whose pid is gone or belongs to another process are dropped and never signalled.
-async fn take_over_leftovers(plan: &Plan, dirs: &TopologyDirs) -> HashMap<String, Adoption> {
-    let entries = match Ledger::read(&dirs.ledger) {
-        Ok(entries) => entries,
-        Err(err) => {
-            tracing::warn!("{err}");
-            let kept = dirs.ledger.with_extension("json.corrupt");
-            if std::fs::rename(&dirs.ledger, &kept).is_ok() {
-                tracing::warn!("kept the unreadable ledger as {}", kept.display());
-            }
-            return HashMap::new();
-        }
-    };
+/// Reads the previous reef's ledger and the processes carrying this topology's marker, and
+/// decides for each gateway found: adopt it (same spec, still enabled), or stop it. Then ends
+/// every other process of the topology (escaped descendants, unrecorded spawns, old
+/// `reef.exec` children). Nothing without the topology's marker is ever signalled.
+async fn take_over(
+    plan: &Plan,
+    dirs: &TopologyDirs,
+    host: &Arc<RealHost>,
+) -> HashMap<String, Adoption<real::RealProcess>> {
+    let ledger_path = dirs.ledger.clone();
+    let topology = host.topology.clone();
+    let leftovers = tokio::task::spawn_blocking(move || takeover::find(&ledger_path, &topology))
+        .await
+        .unwrap_or_default();
+    if let Some(err) = &leftovers.ledger_error {
+        tracing::warn!("{err}");
+    }
+    for entry in &leftovers.gone {
+        tracing::info!(
+            instance = %entry.name,
+            "ledger: the gateway is gone (no live process carries its marker); left alone"
+        );
+    }
     let mut adoptions = HashMap::new();
-    for entry in entries {
-        if !entry.is_alive() {
-            tracing::info!(
-                instance = %entry.name,
-                pid = entry.pid,
-                "ledger: the gateway is gone (or its pid now belongs to another process); left alone"
-            );
-            continue;
-        }
-        let instance = plan.topology.instance(&entry.name);
+    let mut to_stop = Vec::new();
+    for found in leftovers.gateways {
+        let instance = plan.topology.instance(&found.entry.name);
         match instance {
-            Some(instance) if instance.enabled && instance.spec_hash() == entry.spec_hash => {
-                adoptions.insert(
-                    entry.name.clone(),
-                    Adoption {
-                        pid: entry.pid,
-                        start_ticks: entry.start_ticks,
-                        started_at: entry.started_at,
-                    },
-                );
+            Some(instance) if instance.enabled && instance.spec_hash() == found.entry.spec_hash => {
+                match host.adopt(&found.entry, found.pid, found.start_ticks) {
+                    Ok(process) => {
+                        adoptions.insert(
+                            found.entry.name.clone(),
+                            Adoption {
+                                process,
+                                started_at: found.entry.started_at,
+                                restarts: found.entry.restarts,
+                                last_exit: found.entry.last_exit.clone(),
+                            },
+                        );
+                    }
+                    Err(err) => tracing::warn!(instance = %found.entry.name, "not adopted: {err}"),
+                }
             }
             _ => {
                 let why = match instance {
@@ -603,22 +413,85 @@ async fn take_over_leftovers(plan: &Plan, dirs: &TopologyDirs) -> HashMap<String
                     Some(_) => "changed its spec while reef was away",
                     None => "is no longer in the topology",
                 };
-                tracing::info!(instance = %entry.name, pid = entry.pid, "{why}: stopping the running gateway");
-                let (signal, timeout) = instance
-                    .map(|i| {
-                        (
-                            launch::parse_signal(&i.stop.signal),
-                            Duration::from_secs_f64(i.stop.timeout),
-                        )
-                    })
-                    .unwrap_or((nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10)));
-                if let Err(err) = instance::stop_leftover(&entry, signal, timeout).await {
-                    tracing::warn!(instance = %entry.name, "{err}");
-                }
+                tracing::info!(instance = %found.entry.name, pid = found.pid, "{why}: stopping the running gateway");
+                to_stop.push(found);
             }
         }
     }
+    let topology = host.topology.clone();
+    let keep: Vec<String> = adoptions
+        .values()
+        .map(|adoption: &Adoption<real::RealProcess>| adoption.process.spawn().to_owned())
+        .collect();
+    let _ = tokio::task::spawn_blocking(move || {
+        for batch in takeover::stop_batches(&to_stop) {
+            std::thread::scope(|scope| {
+                for found in to_stop.iter().filter(|f| batch.contains(&f.entry.name)) {
+                    let topology = &topology;
+                    scope.spawn(move || takeover::stop(found, topology));
+                }
+            });
+        }
+        let ended = takeover::sweep_except(&topology, &keep);
+        if !ended.is_empty() {
+            tracing::info!(
+                "ended {} leftover process(es) of this topology: {ended:?}",
+                ended.len()
+            );
+        }
+    })
+    .await;
     adoptions
+}
+
+/// `reef down` when no reef runs the topology: stops every gateway the ledger and the markers
+/// prove are the topology's, dependents first, then every other process carrying its marker.
+/// Returns a line per gateway for the user.
+pub fn down_without_reef(dirs: &TopologyDirs) -> Result<Vec<String>, String> {
+    let topology = dirs.topology_id().to_owned();
+    let leftovers = takeover::find(&dirs.ledger, &topology);
+    let mut lines = Vec::new();
+    if let Some(err) = &leftovers.ledger_error {
+        lines.push(format!("warning: {err}; stopping by marker only"));
+    }
+    for entry in &leftovers.gone {
+        lines.push(format!(
+            "{}: not running (no live process carries its marker)",
+            entry.name
+        ));
+    }
+    for batch in takeover::stop_batches(&leftovers.gateways) {
+        let stopped: Vec<String> = std::thread::scope(|scope| {
+            let stops: Vec<_> = leftovers
+                .gateways
+                .iter()
+                .filter(|f| batch.contains(&f.entry.name))
+                .map(|found| {
+                    let topology = &topology;
+                    scope.spawn(move || {
+                        let took = takeover::stop(found, topology);
+                        tracing::info!(instance = %found.entry.name, "stopped in {:.1} s", took.as_secs_f64());
+                        format!("{}: stopped pid {}", found.entry.name, found.pid)
+                    })
+                })
+                .collect();
+            stops.into_iter().filter_map(|s| s.join().ok()).collect()
+        });
+        lines.extend(stopped);
+    }
+    let ended = takeover::sweep_except(&topology, &[]);
+    if !ended.is_empty() {
+        lines.push(format!(
+            "ended {} other process(es) of this topology (descendants that left their group)",
+            ended.len()
+        ));
+    }
+    match std::fs::remove_file(&dirs.ledger) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(format!("cannot remove {}: {err}", dirs.ledger.display()))
+        }
+        _ => Ok(lines),
+    }
 }
 
 /// Instances ordered so that each comes after its dependencies (declaration order otherwise).
@@ -647,13 +520,13 @@ fn dependency_first(instances: &[Instance]) -> Vec<&Instance> {
 }
 
 /// A live line on the terminal while the gateways come up.
-async fn show_progress(registry: Arc<Registry>, mut changed: watch::Receiver<u64>) {
+async fn show_progress(colony: Colony, mut changed: watch::Receiver<u64>) {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(120));
     crate::progress::show(bar.clone());
     let started = Instant::now();
     loop {
-        let statuses: Vec<_> = registry
+        let statuses: Vec<_> = colony
             .handles()
             .iter()
             .map(InstanceHandle::status)
@@ -727,3 +600,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod machine_tests;

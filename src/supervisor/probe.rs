@@ -2,6 +2,11 @@
 //!
 //! The real gateway answers 200 with its Control UI on every unknown path, so a status code
 //! alone proves nothing: liveness needs `"ok":true`, readiness `"ready":true`.
+//!
+//! Each probe opens a connection, sends one request and closes it, driving the connection in
+//! the probe's own future (no task of its own). Between probes reef holds no socket and no
+//! buffer per gateway: with liveness probes every 30 s by default, a kept-alive connection
+//! would cost more memory per gateway than the connections it saves cost CPU.
 
 use std::time::Duration;
 
@@ -29,129 +34,68 @@ impl Expect {
     }
 }
 
-type Connection = (
-    hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
-    tokio::task::JoinHandle<()>,
-);
+/// Bytes read from the gateway at a time: a probe answer is a few bytes of JSON.
+const READ_BUFFER: usize = 1024;
+/// A probe answer is a few bytes of JSON; anything huge is not one.
+const MAX_BODY: usize = 64 * 1024;
 
-/// Probes one gateway over a kept-alive connection (reconnecting when it drops), so that
-/// probing many idle gateways costs reef next to nothing.
-pub struct Prober {
-    port: u16,
-    connection: Option<Connection>,
-}
-
-impl Prober {
-    pub fn new(port: u16) -> Prober {
-        Prober {
-            port,
-            connection: None,
-        }
-    }
-
-    /// GETs `path` and checks that the JSON body holds `expect`'s field as `true`.
-    pub async fn probe(
-        &mut self,
-        path: &str,
-        expect: Expect,
-        timeout: Duration,
-    ) -> Result<(), String> {
-        let answer = match tokio::time::timeout(timeout, self.request(path)).await {
-            Ok(answer) => answer,
-            Err(_) => {
-                // A request cut off mid-way leaves the connection unusable.
-                self.disconnect();
-                return Err(format!("no answer within {:.1} s", timeout.as_secs_f64()));
-            }
-        };
-        let (status, body) = answer?;
-        let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
-        let field = expect.field();
-        match json.as_ref().and_then(|v| v.get(field)) {
-            Some(serde_json::Value::Bool(true)) => Ok(()),
-            Some(_) => Err(format!(
-                "{path} answered {status} with \"{field}\" not true"
-            )),
-            None => Err(format!(
-                "{path} answered {status} without a JSON \"{field}\" field"
-            )),
-        }
-    }
-
-    async fn request(&mut self, path: &str) -> Result<(u16, Bytes), String> {
-        // A kept-alive connection the gateway closed fails once: retry on a fresh one.
-        let reused = self.connection.is_some();
-        match self.request_once(path).await {
-            Err(_) if reused => {
-                self.disconnect();
-                self.request_once(path).await
-            }
-            other => other,
-        }
-    }
-
-    async fn request_once(&mut self, path: &str) -> Result<(u16, Bytes), String> {
-        if self.connection.is_none() {
-            self.connection = Some(connect(self.port).await?);
-        }
-        let (sender, _) = self.connection.as_mut().expect("connected above");
-        let result = send(sender, self.port, path).await;
-        if result.is_err() {
-            self.disconnect();
-        }
-        result
-    }
-
-    fn disconnect(&mut self) {
-        if let Some((_, driver)) = self.connection.take() {
-            driver.abort();
-        }
+/// GETs `path` on `port` (loopback) within `timeout` and checks that the JSON body holds
+/// `expect`'s field as `true`.
+pub async fn probe(port: u16, path: &str, expect: Expect, timeout: Duration) -> Result<(), String> {
+    let (status, body) = tokio::time::timeout(timeout, get(port, path))
+        .await
+        .map_err(|_| format!("no answer within {:.1} s", timeout.as_secs_f64()))??;
+    let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+    let field = expect.field();
+    match json.as_ref().and_then(|v| v.get(field)) {
+        Some(serde_json::Value::Bool(true)) => Ok(()),
+        Some(_) => Err(format!(
+            "{path} answered {status} with \"{field}\" not true"
+        )),
+        None => Err(format!(
+            "{path} answered {status} without a JSON \"{field}\" field"
+        )),
     }
 }
 
-impl Drop for Prober {
-    fn drop(&mut self) {
-        self.disconnect();
-    }
-}
-
-async fn connect(port: u16) -> Result<Connection, String> {
+async fn get(port: u16, path: &str) -> Result<(u16, Bytes), String> {
     let stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|err| format!("cannot connect to port {port}: {err}"))?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+        .read_buf_exact_size(Some(READ_BUFFER))
+        .writev(false)
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
         .await
         .map_err(|err| format!("HTTP handshake failed: {err}"))?;
-    let driver = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok((sender, driver))
-}
-
-async fn send(
-    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
-    port: u16,
-    path: &str,
-) -> Result<(u16, Bytes), String> {
-    sender
-        .ready()
-        .await
-        .map_err(|err| format!("connection closed: {err}"))?;
-    let request = Request::get(path)
-        .header("host", format!("127.0.0.1:{port}"))
-        .header("user-agent", "reef-probe")
-        .body(Empty::<Bytes>::new())
-        .map_err(|err| err.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|err| format!("request failed: {err}"))?;
-    let status = response.status().as_u16();
-    // A probe answer is a few bytes of JSON; anything huge is not one.
-    let body = http_body_util::Limited::new(response.into_body(), 64 * 1024)
-        .collect()
-        .await
-        .map_err(|err| format!("reading the answer failed: {err}"))?
-        .to_bytes();
-    Ok((status, body))
+    let exchange = async {
+        let request = Request::get(path)
+            .header("host", format!("127.0.0.1:{port}"))
+            .header("user-agent", "reef-probe")
+            .header("connection", "close")
+            .body(Empty::<Bytes>::new())
+            .map_err(|err| err.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|err| format!("request failed: {err}"))?;
+        let status = response.status().as_u16();
+        let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|err| format!("reading the answer failed: {err}"))?
+            .to_bytes();
+        Ok::<_, String>((status, body))
+    };
+    // The connection is driven here, beside the exchange; it ends when the answer is read.
+    tokio::pin!(connection);
+    tokio::pin!(exchange);
+    tokio::select! {
+        answer = &mut exchange => answer,
+        ended = &mut connection => match ended {
+            Err(err) => Err(format!("connection failed: {err}")),
+            // Closed cleanly after the answer: let the exchange finish reading it.
+            Ok(()) => exchange.await,
+        },
+    }
 }

@@ -118,4 +118,4 @@ pub struct ReloadError {
     pub at: f64,
 }
 
-pub use crate::process::unix_now;
+pub use crate::host::identity::unix_now;

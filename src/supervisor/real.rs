@@ -1,0 +1,411 @@
+//! The real [`Host`]: gateways as processes on this machine.
+//!
+//! A spawn records its intent in the ledger (durably) before the fork, then starts the gateway
+//! in a session of its own with an environment built from scratch plus the marker variables
+//! (topology, instance, spawn nonce) that its descendants inherit, and output straight to its
+//! log file. Signals go to the whole process group, SIGCONT first; after an exit, what is left of
+//! the group and every escaped descendant carrying the spawn's nonce is ended. Blocking work
+//! (port checks, `/proc` walks, file opens) runs on the blocking pool, never on the runtime
+//! thread.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::ledger::{Entry, LedgerHandle};
+use super::logs;
+use super::machine::{Exit, parse_signal};
+use super::probe::{self, Expect};
+use super::runner::{Host, Process, SpawnError};
+use super::status::{InstanceStatus, unix_now};
+use crate::host::{exit_watch::ExitWatch, identity, markers, reaper, signal};
+use crate::topology::Instance;
+
+/// The longest reef waits for the rest of a group after its leader exited.
+const REAP_GRACE_MAX: Duration = Duration::from_secs(5);
+
+/// Spawns, signals and probes real gateways for one topology.
+pub struct RealHost {
+    /// The binary that runs `reef gateway` for the builtin runtime.
+    pub reef_binary: PathBuf,
+    /// reef's own environment, filtered per launch.
+    pub inherited_env: Arc<BTreeMap<String, String>>,
+    /// The topology id carried in every process's marker.
+    pub topology: String,
+    pub ledger: LedgerHandle,
+}
+
+impl RealHost {
+    /// Takes over a gateway found alive (pid, start time and marker proven).
+    pub fn adopt(&self, entry: &Entry, pid: u32, start_ticks: u64) -> Result<RealProcess, String> {
+        let watch = ExitWatch::open(pid).map_err(|err| format!("cannot watch pid {pid}: {err}"))?;
+        // Checked after the pidfd is open: the pid cannot be reused from here on.
+        if !markers::is_ours(pid, start_ticks, &self.topology, Some(&entry.spawn)) {
+            return Err(format!("pid {pid} is no longer the gateway"));
+        }
+        let mut kept = entry.clone();
+        kept.pid = Some(pid);
+        kept.start_ticks = Some(start_ticks);
+        self.ledger.put(kept);
+        Ok(RealProcess {
+            name: entry.name.clone(),
+            pid,
+            start_ticks: Some(start_ticks),
+            spawn: entry.spawn.clone(),
+            topology: self.topology.clone(),
+            ledger: self.ledger.clone(),
+            reap_grace: reap_grace(entry.stop_timeout),
+            kind: Kind::Adopted(watch),
+        })
+    }
+}
+
+fn reap_grace(stop_timeout: f64) -> Duration {
+    Duration::try_from_secs_f64(stop_timeout)
+        .unwrap_or(REAP_GRACE_MAX)
+        .min(REAP_GRACE_MAX)
+}
+
+/// The ledger entry for a spawn of `instance`.
+pub fn entry_for(instance: &Instance, status: &InstanceStatus, spawn: String) -> Entry {
+    Entry {
+        name: instance.name.clone(),
+        spawn,
+        pid: None,
+        start_ticks: None,
+        started_at: unix_now(),
+        spec_hash: instance.spec_hash(),
+        depends_on: instance.depends_on.clone(),
+        stop_signal: instance.stop.signal.clone(),
+        stop_timeout: instance.stop.timeout,
+        restarts: status.restarts,
+        last_exit: status.last_exit.clone(),
+        ports: status.ports,
+        log: status.log.clone(),
+    }
+}
+
+impl Host for RealHost {
+    type Process = RealProcess;
+
+    async fn check_ports(&self, instance: &Instance) -> Result<(), String> {
+        let footprint = instance.footprint().expect("validated");
+        let ports = [footprint.gateway, footprint.browser_control];
+        let taken = tokio::task::spawn_blocking(move || crate::hostports::first_taken(&ports))
+            .await
+            .unwrap_or(None);
+        match taken {
+            Some(holder) => Err(holder.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    async fn spawn(
+        &self,
+        instance: &Instance,
+        status: &InstanceStatus,
+    ) -> Result<RealProcess, SpawnError> {
+        let spawn = markers::new_spawn_nonce();
+        let entry = entry_for(instance, status, spawn.clone());
+        // Write-ahead: a crash after the fork leaves a ledger that names this spawn's nonce.
+        self.ledger.intend(entry).await.map_err(|err| {
+            SpawnError::from(format!(
+                "{err}; not starting a gateway reef could not find again"
+            ))
+        })?;
+        let prepared = {
+            let instance = instance.clone();
+            let log = status.log.clone();
+            let reef_binary = self.reef_binary.clone();
+            let inherited = self.inherited_env.clone();
+            tokio::task::spawn_blocking(move || prepare(&instance, &log, &reef_binary, &inherited))
+                .await
+                .map_err(|_| SpawnError::from("preparing the spawn panicked".to_owned()))
+        };
+        let prepared = match prepared.and_then(|p| p) {
+            Ok(prepared) => prepared,
+            Err(err) => {
+                self.ledger.forget(&instance.name, &spawn);
+                return Err(err);
+            }
+        };
+        let Prepared {
+            launch,
+            stdout,
+            stderr,
+        } = prepared;
+        let marker = markers::Markers {
+            topology: self.topology.clone(),
+            instance: instance.name.clone(),
+            spawn: spawn.clone(),
+        };
+        let mut command = tokio::process::Command::new(&launch.argv[0]);
+        command
+            .args(&launch.argv[1..])
+            .env_clear()
+            .envs(&launch.env)
+            .envs(marker.vars())
+            .current_dir(&launch.cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            .kill_on_drop(false);
+        // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(|_| ())
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let spawned = reaper::spawn_tracked(|| command.spawn(), |child| child.id());
+        let child = match spawned {
+            Ok(child) => child,
+            Err(err) => {
+                self.ledger.forget(&instance.name, &spawn);
+                let lasting = matches!(
+                    err.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                );
+                let hint = if err.kind() == std::io::ErrorKind::NotFound {
+                    "; install it or set `command` in the topology"
+                } else {
+                    ""
+                };
+                return Err(SpawnError {
+                    message: format!("cannot start `{}`: {err}{hint}", launch.argv[0]),
+                    lasting,
+                });
+            }
+        };
+        let pid = child.id().unwrap_or_default();
+        // The start time is read right away: the child cannot have been reaped yet.
+        let start_ticks = identity::start_time(pid);
+        self.ledger.record(&instance.name, &spawn, pid, start_ticks);
+        Ok(RealProcess {
+            name: instance.name.clone(),
+            pid,
+            start_ticks,
+            spawn,
+            topology: self.topology.clone(),
+            ledger: self.ledger.clone(),
+            reap_grace: reap_grace(instance.stop.timeout),
+            kind: Kind::Child(child),
+        })
+    }
+}
+
+struct Prepared {
+    launch: super::launch::Launch,
+    stdout: std::fs::File,
+    stderr: std::fs::File,
+}
+
+/// The blocking part of a spawn: the state dir, the config, the log.
+fn prepare(
+    instance: &Instance,
+    log: &std::path::Path,
+    reef_binary: &std::path::Path,
+    inherited: &BTreeMap<String, String>,
+) -> Result<Prepared, SpawnError> {
+    if !instance.state_dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&instance.state_dir)
+            .map_err(|err| {
+                format!(
+                    "cannot create state dir {}: {err}",
+                    instance.state_dir.display()
+                )
+            })?;
+    }
+    let config = super::launch::read_config(&instance.config_path);
+    let launch = super::launch::launch(instance, reef_binary, inherited, config.as_ref());
+    let mut stdout = logs::open_for_gateway(log).map_err(|err| SpawnError {
+        message: format!("cannot open log {}: {err}", log.display()),
+        lasting: err.kind() != std::io::ErrorKind::NotFound,
+    })?;
+    {
+        use std::io::Write;
+        let _ = writeln!(
+            stdout,
+            "--- reef: starting {} at {} ---",
+            shlex::try_join(launch.argv.iter().map(String::as_str)).unwrap_or_default(),
+            format_args!("{:.3}", unix_now())
+        );
+    }
+    let stderr = stdout
+        .try_clone()
+        .map_err(|err| format!("cannot share log {}: {err}", log.display()))?;
+    Ok(Prepared {
+        launch,
+        stdout,
+        stderr,
+    })
+}
+
+/// A gateway process: our child, or an adopted one we can only watch.
+pub struct RealProcess {
+    name: String,
+    pid: u32,
+    start_ticks: Option<u64>,
+    spawn: String,
+    topology: String,
+    ledger: LedgerHandle,
+    reap_grace: Duration,
+    kind: Kind,
+}
+
+enum Kind {
+    Child(tokio::process::Child),
+    Adopted(ExitWatch),
+}
+
+impl RealProcess {
+    /// The spawn nonce in the process's marker.
+    pub fn spawn(&self) -> &str {
+        &self.spawn
+    }
+
+    /// Signals the group, unless the process is provably no longer ours.
+    fn signal_group(&self, signal: Signal) {
+        let ours = match (&self.kind, self.start_ticks) {
+            // Our unreaped child: its pid cannot have been reused.
+            (Kind::Child(_), _) => true,
+            (Kind::Adopted(_), Some(ticks)) => {
+                markers::is_ours(self.pid, ticks, &self.topology, Some(&self.spawn))
+            }
+            (Kind::Adopted(_), None) => false,
+        };
+        if ours {
+            signal::continue_and_signal_group(self.pid, signal);
+        }
+    }
+}
+
+impl Process for RealProcess {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    async fn wait(&mut self) -> Exit {
+        match &mut self.kind {
+            Kind::Child(child) => {
+                let status = child.wait().await;
+                reaper::untrack(self.pid);
+                match status {
+                    Ok(status) => exit_of(status),
+                    Err(err) => Exit {
+                        code: None,
+                        signal: None,
+                        description: format!("exit status unknown ({err})"),
+                    },
+                }
+            }
+            Kind::Adopted(watch) => {
+                watch.exited().await;
+                Exit {
+                    code: None,
+                    signal: None,
+                    description: "exit status unknown, adopted from a previous reef".into(),
+                }
+            }
+        }
+    }
+
+    fn signal(&mut self, signal: Signal) {
+        self.signal_group(signal);
+    }
+
+    fn kill(&mut self) {
+        self.signal_group(Signal::SIGKILL);
+    }
+
+    // Not an `async fn`: the probe must not borrow the process (it is polled beside it).
+    #[allow(clippy::manual_async_fn)]
+    fn probe(
+        &mut self,
+        port: u16,
+        path: String,
+        expect: Expect,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), String>> + Send + 'static {
+        async move { probe::probe(port, &path, expect, timeout).await }
+    }
+
+    async fn reap(self) {
+        let RealProcess {
+            name,
+            pid,
+            spawn,
+            topology,
+            ledger,
+            reap_grace,
+            ..
+        } = self;
+        let sweep_spawn = spawn.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            reap_group(pid, reap_grace);
+            reaper::sweep(
+                &topology,
+                Some(&sweep_spawn),
+                &[],
+                Signal::SIGTERM,
+                reap_grace,
+            );
+        })
+        .await;
+        ledger.forget(&name, &spawn);
+    }
+}
+
+/// Ends what is left of a process group after its leader exited (workers, helpers), so
+/// nothing keeps the instance's ports: SIGTERM, a grace period, SIGKILL. Blocking.
+pub fn reap_group(pgid: u32, grace: Duration) {
+    if !signal::group_alive(pgid) {
+        return;
+    }
+    signal::continue_and_signal_group(pgid, Signal::SIGTERM);
+    let deadline = std::time::Instant::now() + grace;
+    while signal::group_alive(pgid) && std::time::Instant::now() < deadline {
+        reaper::reap_orphans();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if signal::group_alive(pgid) {
+        signal::signal_group(pgid, Signal::SIGKILL);
+    }
+    reaper::reap_orphans();
+}
+
+pub fn exit_of(status: std::process::ExitStatus) -> Exit {
+    use std::os::unix::process::ExitStatusExt;
+    Exit {
+        code: status.code(),
+        signal: status.signal(),
+        description: describe_exit(status),
+    }
+}
+
+/// "exit code 1", "signal 9 (SIGKILL)".
+pub fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => match Signal::try_from(signal) {
+            Ok(name) => format!("signal {signal} ({name})"),
+            Err(_) => format!("signal {signal}"),
+        },
+        _ => "unknown exit".into(),
+    }
+}
+
+/// The stop signal named in a ledger entry.
+pub fn stop_signal_of(entry: &Entry) -> Signal {
+    parse_signal(&entry.stop_signal)
+}

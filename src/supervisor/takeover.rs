@@ -1,0 +1,158 @@
+//! Finding a topology's processes after its reef is gone: by ledger and by marker.
+//!
+//! A gateway counts as found only when a live process carries the topology's marker with the
+//! spawn nonce of a ledger entry and is the process reef spawned: the ledger's pid and start
+//! time when it recorded them, else (a reef killed between the fork and the `record` left only
+//! the intent) the oldest session leader of that spawn. A descendant that left the group is
+//! never taken for its gateway. Everything
+//! else that carries the topology's marker (descendants that escaped their group, `reef.exec`
+//! children, gateways of spawns the ledger never recorded) is a leftover: `reef up` and
+//! `reef down` end it. Nothing without the marker is ever signalled, so a forged or stale
+//! ledger cannot make reef touch another process. All blocking: run on the blocking pool.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::ledger::{self, Entry};
+use super::real::{reap_group, stop_signal_of};
+use crate::host::{identity, markers, reaper, signal};
+
+/// A live gateway of the topology, proven by its marker.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub entry: Entry,
+    pub pid: u32,
+    pub start_ticks: u64,
+}
+
+/// What is left of a topology on the host.
+#[derive(Debug, Default)]
+pub struct Leftovers {
+    pub gateways: Vec<Found>,
+    /// Ledger entries with no live process behind them (gone, or never spawned).
+    pub gone: Vec<Entry>,
+    /// Why the ledger could not be used, if it could not (its gateways are then found, and
+    /// ended, by marker alone).
+    pub ledger_error: Option<String>,
+}
+
+/// Reads the ledger and matches it against the processes carrying `topology`'s marker.
+pub fn find(ledger_path: &Path, topology: &str) -> Leftovers {
+    let mut leftovers = Leftovers::default();
+    let entries = match ledger::read(ledger_path) {
+        Ok(entries) => entries,
+        Err(err) => {
+            let kept = ledger_path.with_extension("json.corrupt");
+            if matches!(err, ledger::LedgerError::Corrupt { .. })
+                && std::fs::rename(ledger_path, &kept).is_ok()
+            {
+                leftovers.ledger_error = Some(format!("{err}; kept it as {}", kept.display()));
+            } else {
+                leftovers.ledger_error = Some(err.to_string());
+            }
+            Vec::new()
+        }
+    };
+    let marked = markers::find_marked(topology);
+    for entry in entries {
+        let spawned = |process: &&markers::MarkedProcess| {
+            !entry.spawn.is_empty()
+                && process.markers.spawn == entry.spawn
+                && process.markers.instance == entry.name
+        };
+        let leader = match (entry.pid, entry.start_ticks) {
+            // The ledger recorded the spawned process itself: only that one is the gateway (a
+            // descendant with the same nonce that left the group is not, even if it leads a
+            // session of its own).
+            (Some(pid), Some(ticks)) => marked
+                .iter()
+                .filter(spawned)
+                .find(|process| process.pid == pid && process.start_ticks == ticks),
+            // Only the intent was recorded (reef died between the fork and the record): the
+            // gateway is the oldest session leader of that spawn.
+            _ => marked
+                .iter()
+                .filter(spawned)
+                .filter(|process| process.pid == process.sid && process.pid == process.pgid)
+                .min_by_key(|process| (process.start_ticks, process.pid)),
+        };
+        match leader {
+            Some(process) => leftovers.gateways.push(Found {
+                pid: process.pid,
+                start_ticks: process.start_ticks,
+                entry,
+            }),
+            None => leftovers.gone.push(entry),
+        }
+    }
+    leftovers
+}
+
+/// Stops a found gateway that will not be adopted: its stop signal to the group (SIGCONT
+/// first), SIGKILL after its stop timeout, then the rest of its group and every process of its
+/// spawn. Returns how long it took.
+pub fn stop(found: &Found, topology: &str) -> Duration {
+    let started = Instant::now();
+    let timeout =
+        Duration::try_from_secs_f64(found.entry.stop_timeout).unwrap_or(Duration::from_secs(10));
+    let proven = || {
+        markers::is_ours(
+            found.pid,
+            found.start_ticks,
+            topology,
+            Some(&found.entry.spawn),
+        )
+    };
+    if proven() {
+        signal::continue_and_signal_group(found.pid, stop_signal_of(&found.entry));
+        let deadline = started + timeout;
+        while identity::is_same_process(found.pid, found.start_ticks) && Instant::now() < deadline {
+            reaper::reap_orphans();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if proven() {
+            tracing::warn!(
+                instance = %found.entry.name,
+                pid = found.pid,
+                "did not stop within {:.1} s; sending SIGKILL",
+                timeout.as_secs_f64()
+            );
+            signal::signal_group(found.pid, Signal::SIGKILL);
+        }
+    }
+    let grace = timeout.min(Duration::from_secs(5));
+    reap_group(found.pid, grace);
+    reaper::sweep(
+        topology,
+        Some(&found.entry.spawn),
+        &[],
+        Signal::SIGTERM,
+        grace,
+    );
+    started.elapsed()
+}
+
+/// Ends every process of `topology` except those of the spawns in `keep` (adopted gateways and
+/// their descendants). Returns the pids ended.
+pub fn sweep_except(topology: &str, keep: &[String]) -> Vec<u32> {
+    reaper::sweep(
+        topology,
+        None,
+        keep,
+        Signal::SIGTERM,
+        Duration::from_secs(5),
+    )
+}
+
+/// Batches of names to stop, dependents before their dependencies (from the ledger's own
+/// `depends_on`, so no script is needed).
+pub fn stop_batches(found: &[Found]) -> Vec<Vec<String>> {
+    let depends_on: HashMap<String, Vec<String>> = found
+        .iter()
+        .map(|f| (f.entry.name.clone(), f.entry.depends_on.clone()))
+        .collect();
+    super::stop_order(&depends_on, found.iter().map(|f| f.entry.name.as_str()))
+}
