@@ -776,3 +776,83 @@ fn restart_policies_never_and_on_failure_leave_an_ended_gateway_down() {
     });
     assert_eq!(up.stop_with(Signal::SIGTERM), 0, "{}", up.proc.output());
 }
+
+/// A gateway whose leader ignores SIGTERM: a shell that traps it, starts the real gateway and
+/// then never ends on its own.
+fn stubborn_gateway(name: &str, port: u16, stop_timeout: u32) -> String {
+    let shell = format!(
+        "trap '' TERM; {} gateway --port {port} & while :; do sleep 1; done",
+        env!("CARGO_BIN_EXE_reef")
+    );
+    format!(
+        "reef.gateway {{ profile = \"{name}\", port = {port}, command = {{ \"sh\", \"-c\", {} }},\n\
+         \x20 stop = {{ timeout = {stop_timeout} }} }}\n",
+        lua_string(&shell)
+    )
+}
+
+#[test]
+fn a_second_sigterm_hurries_the_stop_and_a_third_exits_at_once() {
+    let (first, second) = (claim(), claim());
+    let topology = |stop_timeout| {
+        format!(
+            "local reef = require \"reef\"\n{}{}",
+            stubborn_gateway("main", first.base, stop_timeout),
+            stubborn_gateway("rescue", second.base, stop_timeout)
+        )
+    };
+    let sandbox = Sandbox::new(&topology(60));
+    let mut up = sandbox.up();
+    let ready = up.wait_all_ready();
+    let main = pid(&ready, "main");
+
+    // One SIGTERM: reef waits for the gateways' 60 s stop timeout.
+    up.proc.signal(Signal::SIGTERM);
+    up.wait_until("main stopping", |s| state(s, "main") == "stopping");
+    // A second one: SIGKILL after a short grace, so reef ends within seconds, not a minute.
+    let hurried = Instant::now();
+    up.proc.signal(Signal::SIGTERM);
+    assert_eq!(up.proc.exit_code_within(Duration::from_secs(20)), 0);
+    assert!(
+        hurried.elapsed() < Duration::from_secs(15),
+        "a second SIGTERM hurries the stop: {:?}",
+        hurried.elapsed()
+    );
+    assert_gone(main, "the stubborn gateway after a hurried stop");
+    assert!(
+        up.proc.stderr().contains("again: stopping now"),
+        "{}",
+        up.proc.output()
+    );
+    drop(up);
+
+    // A third signal exits at once (130), leaving what still runs to the next reef or
+    // `reef down`, which finds it by ledger and marker.
+    sandbox.edit_script(&topology(2));
+    let mut up = sandbox.up();
+    let ready = up.wait_all_ready();
+    let (main, rescue) = (pid(&ready, "main"), pid(&ready, "rescue"));
+    for _ in 0..2 {
+        up.proc.signal(Signal::SIGTERM);
+        up.wait_until("stopping", |s| state(s, "main") == "stopping");
+    }
+    let third = Instant::now();
+    up.proc.signal(Signal::SIGTERM);
+    assert_eq!(up.proc.exit_code_within(Duration::from_secs(10)), 130);
+    assert!(
+        third.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        third.elapsed()
+    );
+    let down = sandbox.run(&["down", sandbox.script()]);
+    assert_eq!(down.code, 0, "{down}");
+    // reef is gone, so they are no child of this test's reef: whoever adopted them reaps them
+    // (or, in a container whose init does not, leaves a zombie).
+    for (name, pid) in [("main", main), ("rescue", rescue)] {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "{name} (pid {pid}) still runs after `reef down`:\n{down}"
+        );
+    }
+}

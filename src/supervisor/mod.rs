@@ -185,6 +185,13 @@ pub async fn run(
         .ok();
     let topology = dirs.topology_id().to_owned();
     crate::host::markers::set_topology(&topology);
+    if cfg!(not(target_os = "linux")) {
+        tracing::warn!(
+            "live restore needs Linux: on this system reef supervises, but cannot prove which \
+             processes a crashed reef left; they are not adopted or stopped by the next reef \
+             (stop them by hand, or use `reef install` to let the service manager own them)"
+        );
+    }
     if let Err(err) = crate::host::reaper::become_subreaper() {
         tracing::warn!(
             "cannot become a child subreaper ({err}); descendants that leave their group are still found by marker"
