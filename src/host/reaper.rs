@@ -34,6 +34,7 @@ pub fn become_subreaper() -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
+        SUBREAPER.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
     #[cfg(not(target_os = "linux"))]
@@ -44,6 +45,9 @@ pub fn become_subreaper() -> io::Result<()> {
         ))
     }
 }
+
+/// Whether this process became a child subreaper.
+static SUBREAPER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Pids of reef's children that some part of reef waits for itself.
 static TRACKED: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
@@ -141,6 +145,23 @@ fn children_of_reef() -> BTreeSet<u32> {
     {
         BTreeSet::new()
     }
+}
+
+/// Whether a descendant of spawn `spawn` of `topology` has come home to reef: after a gateway's
+/// exit, every subtree it left (helpers that called `setsid`, double forks) is rooted at a child
+/// of reef, the subreaper. Looking at reef's few untracked children is far cheaper than a
+/// [`sweep`]'s walk of every process, so a gateway that left nothing behind is restarted without
+/// one. Always true when reef is no subreaper (orphans went to init: the sweep decides).
+pub fn has_escaped(topology: &str, spawn: &str) -> bool {
+    if !SUBREAPER.load(std::sync::atomic::Ordering::Relaxed) {
+        return true;
+    }
+    let tracked = tracked().clone();
+    children_of_reef()
+        .into_iter()
+        .filter(|pid| !tracked.contains(pid))
+        .filter_map(super::markers::markers_of)
+        .any(|markers| markers.topology == topology && markers.spawn == spawn)
 }
 
 /// Ends the processes marked with `topology`: only those of spawn `spawn` when given, never

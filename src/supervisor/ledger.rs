@@ -3,12 +3,17 @@
 //!
 //! One JSON file per topology (`ledger.json` beside the lock), rewritten atomically (temp file,
 //! fsync, rename, fsync of the directory) by a thread of its own that owns the entries:
-//! - before a spawn, [`LedgerHandle::intend`] records the instance, its spawn nonce and spec,
-//!   and returns only once that is durable. Concurrent intents share one write (group commit),
-//!   so starting 250 gateways costs a handful of fsyncs, not 250;
+//! - before a first spawn, [`LedgerHandle::intend`] records the instance, its spawn nonce, the
+//!   nonce reserved for its next spawn, and its spec, and returns only once that is durable.
+//!   Concurrent intents share one write (group commit), so starting 250 gateways costs a
+//!   handful of fsyncs, not 250;
+//! - a restart uses the reserved nonce, already on disk, so it needs no fsync before the fork:
+//!   [`LedgerHandle::put_durable`] records the new spawn with a fresh reservation in the
+//!   background, and the spawn after that waits for it only if it is not on disk yet;
 //! - after the spawn, [`LedgerHandle::record`] adds pid and start time (not awaited: the nonce
 //!   in the process's environment already makes it findable);
-//! - after the exit, [`LedgerHandle::forget`] drops it.
+//! - after an exit, [`LedgerHandle::ended`] clears the pid (the reservation stays); an instance
+//!   stopped for good is dropped by [`LedgerHandle::retire`].
 //!
 //! An entry proves nothing by itself: pids are reused and the file may be forged. reef signals
 //! a process only when its pid, start time *and* the marker variables in its environment
@@ -36,9 +41,15 @@ pub struct Entry {
     /// The spawn nonce in the process's `REEF_SPAWN` variable.
     #[serde(default)]
     pub spawn: String,
-    /// `None` while only the intent is recorded.
+    /// The nonce the next spawn of this instance will carry, on disk before that spawn.
+    #[serde(default)]
+    pub next_spawn: Option<String>,
+    /// `None` while only the intent is recorded, and after the process ended.
     #[serde(default)]
     pub pid: Option<u32>,
+    /// The spawn's process has ended: nothing carrying its nonce is the gateway any more.
+    #[serde(default)]
+    pub ended: bool,
     /// Start time in clock ticks since boot.
     #[serde(default)]
     pub start_ticks: Option<u64>,
@@ -140,9 +151,12 @@ enum Job {
         pid: u32,
         start_ticks: Option<u64>,
     },
-    Forget {
+    Ended {
         name: String,
         spawn: String,
+    },
+    Retire {
+        name: String,
     },
     Flush(std::sync::mpsc::Sender<()>),
 }
@@ -207,12 +221,26 @@ impl LedgerHandle {
         });
     }
 
-    /// Drops `name`'s entry if it is still spawn `spawn` (a newer one keeps its entry).
-    pub fn forget(&self, name: &str, spawn: &str) {
-        let _ = self.jobs.send(Job::Forget {
+    /// Records (or replaces) an entry; the answer comes once it is on disk, without holding
+    /// up the caller.
+    pub fn put_durable(&self, entry: Entry) -> oneshot::Receiver<Result<(), String>> {
+        let (durable, written) = oneshot::channel();
+        let _ = self.jobs.send(Job::Put(Box::new(entry), Some(durable)));
+        written
+    }
+
+    /// Spawn `spawn` of `name` has ended: its pid no longer counts (a newer spawn keeps its
+    /// entry). The reserved next nonce stays.
+    pub fn ended(&self, name: &str, spawn: &str) {
+        let _ = self.jobs.send(Job::Ended {
             name: name.into(),
             spawn: spawn.into(),
         });
+    }
+
+    /// `name` is stopped for good (stopped, disabled, removed, shut down): drops its entry.
+    pub fn retire(&self, name: &str) {
+        let _ = self.jobs.send(Job::Retire { name: name.into() });
     }
 
     /// Waits until every change so far is on disk (blocking).
@@ -249,10 +277,15 @@ fn write_forever(path: &Path, script: &Path, inbox: &std::sync::mpsc::Receiver<J
                         entry.start_ticks = start_ticks;
                     }
                 }
-                Job::Forget { name, spawn } => {
-                    if entries.get(&name).is_some_and(|e| e.spawn == spawn) {
-                        entries.remove(&name);
+                Job::Ended { name, spawn } => {
+                    if let Some(entry) = entries.get_mut(&name).filter(|e| e.spawn == spawn) {
+                        entry.pid = None;
+                        entry.start_ticks = None;
+                        entry.ended = true;
                     }
+                }
+                Job::Retire { name } => {
+                    entries.remove(&name);
                 }
                 Job::Flush(done) => flushes.push(done),
             }
@@ -343,7 +376,9 @@ mod tests {
         Entry {
             name: name.into(),
             spawn: spawn.into(),
+            next_spawn: None,
             pid: None,
+            ended: false,
             start_ticks: None,
             started_at: 1.5,
             spec_hash: "00".into(),
@@ -375,14 +410,27 @@ mod tests {
         let read_back = read(&path).unwrap();
         assert_eq!(read_back[0].pid, Some(42));
         assert_eq!(read_back[0].start_ticks, Some(7));
-        ledger.forget("main", "older");
+        ledger.ended("main", "older");
         ledger.flush();
         assert_eq!(
-            read(&path).unwrap().len(),
-            1,
-            "another spawn keeps the entry"
+            read(&path).unwrap()[0].pid,
+            Some(42),
+            "another spawn keeps its pid"
         );
-        ledger.forget("main", "a1");
+        ledger.ended("main", "a1");
+        ledger.flush();
+        let ended = &read(&path).unwrap()[0];
+        assert!(
+            ended.pid.is_none() && ended.ended,
+            "an ended spawn keeps its entry"
+        );
+        let next = Entry {
+            next_spawn: Some("c3".into()),
+            ..entry("main", "b2")
+        };
+        ledger.put_durable(next.clone()).await.unwrap().unwrap();
+        assert_eq!(read(&path).unwrap(), vec![next]);
+        ledger.retire("main");
         ledger.flush();
         assert!(!path.exists());
     }

@@ -225,6 +225,11 @@ impl Machine {
         self.phase == Phase::Waiting
     }
 
+    /// Whether the instance is down and will stay down until a command or a new spec.
+    pub fn is_at_rest(&self) -> bool {
+        self.phase == Phase::Idle
+    }
+
     /// Whether a process runs (the runner then watches it for an exit).
     pub fn has_process(&self) -> bool {
         matches!(self.phase, Phase::Running(_) | Phase::Stopping { .. })

@@ -121,6 +121,8 @@ impl FakeHost {
 impl Host for FakeHost {
     type Process = FakeProcess;
 
+    fn retire(&self, _instance: &str) {}
+
     async fn check_ports(&self, _instance: &Instance) -> Result<(), String> {
         match self.world.lock().unwrap().ports_taken.clone() {
             Some(holder) => Err(holder),

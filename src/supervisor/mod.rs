@@ -200,12 +200,12 @@ pub async fn run(
     let shutdown = CancellationToken::new();
     let ledger = LedgerHandle::start(dirs.ledger.clone(), plan.topology.script.clone())
         .context("cannot start the thread that writes the ledger")?;
-    let host = Arc::new(RealHost {
-        reef_binary: std::env::current_exe().context("cannot find reef's own binary")?,
-        inherited_env: Arc::new(inherited_env),
-        topology: topology.clone(),
-        ledger: ledger.clone(),
-    });
+    let host = Arc::new(RealHost::new(
+        std::env::current_exe().context("cannot find reef's own binary")?,
+        inherited_env,
+        topology.clone(),
+        ledger.clone(),
+    ));
 
     // What the previous reef left: adopt the same specs, end everything else.
     let take_over = take_over(&plan, &dirs, &host);

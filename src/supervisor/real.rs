@@ -37,9 +37,100 @@ pub struct RealHost {
     /// The topology id carried in every process's marker.
     pub topology: String,
     pub ledger: LedgerHandle,
+    /// Per instance, the nonce reserved for its next spawn: on disk already (or soon: the
+    /// receiver answers once it is), so a restart forks without waiting for an fsync.
+    pub reservations: std::sync::Mutex<std::collections::HashMap<String, Reservation>>,
+}
+
+/// A spawn nonce recorded in the ledger ahead of its spawn.
+pub struct Reservation {
+    pub spawn: String,
+    /// `None` when known to be on disk.
+    pub durable: Option<tokio::sync::oneshot::Receiver<Result<(), String>>>,
 }
 
 impl RealHost {
+    pub fn new(
+        reef_binary: PathBuf,
+        inherited_env: BTreeMap<String, String>,
+        topology: String,
+        ledger: LedgerHandle,
+    ) -> RealHost {
+        RealHost {
+            reef_binary,
+            inherited_env: Arc::new(inherited_env),
+            topology,
+            ledger,
+            reservations: std::sync::Mutex::default(),
+        }
+    }
+
+    fn reserve(&self, name: &str, reservation: Reservation) {
+        self.reservations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_owned(), reservation);
+    }
+
+    /// Records the intent to spawn `instance` (a nonce already on disk, or a durable write
+    /// now) and returns the nonce to spawn with.
+    async fn intend(
+        &self,
+        instance: &Instance,
+        status: &InstanceStatus,
+    ) -> Result<String, SpawnError> {
+        let reserved = self
+            .reservations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&instance.name);
+        let reserved = match reserved {
+            Some(Reservation {
+                spawn,
+                durable: None,
+            }) => Some(spawn),
+            Some(Reservation {
+                spawn,
+                durable: Some(written),
+            }) => matches!(written.await, Ok(Ok(()))).then_some(spawn),
+            None => None,
+        };
+        let next = markers::new_spawn_nonce();
+        match reserved {
+            Some(spawn) => {
+                // This nonce is on disk as the entry's next spawn; the new reservation is
+                // written in the background and awaited by the spawn after this one.
+                let entry = entry_for(instance, status, spawn.clone(), Some(next.clone()));
+                let durable = self.ledger.put_durable(entry);
+                self.reserve(
+                    &instance.name,
+                    Reservation {
+                        spawn: next,
+                        durable: Some(durable),
+                    },
+                );
+                Ok(spawn)
+            }
+            None => {
+                let spawn = markers::new_spawn_nonce();
+                let entry = entry_for(instance, status, spawn.clone(), Some(next.clone()));
+                self.ledger.intend(entry).await.map_err(|err| {
+                    SpawnError::from(format!(
+                        "{err}; not starting a gateway reef could not find again"
+                    ))
+                })?;
+                self.reserve(
+                    &instance.name,
+                    Reservation {
+                        spawn: next,
+                        durable: None,
+                    },
+                );
+                Ok(spawn)
+            }
+        }
+    }
+
     /// Takes over a gateway found alive (pid, start time and marker proven).
     pub fn adopt(&self, entry: &Entry, pid: u32, start_ticks: u64) -> Result<RealProcess, String> {
         let watch = ExitWatch::open(pid).map_err(|err| format!("cannot watch pid {pid}: {err}"))?;
@@ -50,6 +141,15 @@ impl RealHost {
         let mut kept = entry.clone();
         kept.pid = Some(pid);
         kept.start_ticks = Some(start_ticks);
+        if let Some(next) = &entry.next_spawn {
+            self.reserve(
+                &entry.name,
+                Reservation {
+                    spawn: next.clone(),
+                    durable: None,
+                },
+            );
+        }
         self.ledger.put(kept);
         Ok(RealProcess {
             name: entry.name.clone(),
@@ -71,11 +171,18 @@ fn reap_grace(stop_timeout: f64) -> Duration {
 }
 
 /// The ledger entry for a spawn of `instance`.
-pub fn entry_for(instance: &Instance, status: &InstanceStatus, spawn: String) -> Entry {
+pub fn entry_for(
+    instance: &Instance,
+    status: &InstanceStatus,
+    spawn: String,
+    next_spawn: Option<String>,
+) -> Entry {
     Entry {
         name: instance.name.clone(),
         spawn,
+        next_spawn,
         pid: None,
+        ended: false,
         start_ticks: None,
         started_at: unix_now(),
         spec_hash: instance.spec_hash(),
@@ -91,6 +198,14 @@ pub fn entry_for(instance: &Instance, status: &InstanceStatus, spawn: String) ->
 
 impl Host for RealHost {
     type Process = RealProcess;
+
+    fn retire(&self, instance: &str) {
+        self.reservations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(instance);
+        self.ledger.retire(instance);
+    }
 
     async fn check_ports(&self, instance: &Instance) -> Result<(), String> {
         let footprint = instance.footprint().expect("validated");
@@ -109,14 +224,8 @@ impl Host for RealHost {
         instance: &Instance,
         status: &InstanceStatus,
     ) -> Result<RealProcess, SpawnError> {
-        let spawn = markers::new_spawn_nonce();
-        let entry = entry_for(instance, status, spawn.clone());
         // Write-ahead: a crash after the fork leaves a ledger that names this spawn's nonce.
-        self.ledger.intend(entry).await.map_err(|err| {
-            SpawnError::from(format!(
-                "{err}; not starting a gateway reef could not find again"
-            ))
-        })?;
+        let spawn = self.intend(instance, status).await?;
         let prepared = {
             let instance = instance.clone();
             let log = status.log.clone();
@@ -129,7 +238,7 @@ impl Host for RealHost {
         let prepared = match prepared.and_then(|p| p) {
             Ok(prepared) => prepared,
             Err(err) => {
-                self.ledger.forget(&instance.name, &spawn);
+                self.ledger.ended(&instance.name, &spawn);
                 return Err(err);
             }
         };
@@ -166,7 +275,7 @@ impl Host for RealHost {
         let child = match spawned {
             Ok(child) => child,
             Err(err) => {
-                self.ledger.forget(&instance.name, &spawn);
+                self.ledger.ended(&instance.name, &spawn);
                 let lasting = matches!(
                     err.kind(),
                     std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
@@ -352,16 +461,20 @@ impl Process for RealProcess {
         let sweep_spawn = spawn.clone();
         let _ = tokio::task::spawn_blocking(move || {
             reap_group(pid, reap_grace);
-            reaper::sweep(
-                &topology,
-                Some(&sweep_spawn),
-                &[],
-                Signal::SIGTERM,
-                reap_grace,
-            );
+            // As the subreaper, reef is the parent of whatever the gateway left outside its
+            // group: only then is the whole process table searched.
+            if reaper::has_escaped(&topology, &sweep_spawn) {
+                reaper::sweep(
+                    &topology,
+                    Some(&sweep_spawn),
+                    &[],
+                    Signal::SIGTERM,
+                    reap_grace,
+                );
+            }
         })
         .await;
-        ledger.forget(&name, &spawn);
+        ledger.ended(&name, &spawn);
     }
 }
 

@@ -61,13 +61,16 @@ pub trait Process: Send + 'static {
         timeout: Duration,
     ) -> impl Future<Output = Result<(), String>> + Send + 'static;
     /// After the exit: end what is left of the group and of its escaped descendants, and
-    /// forget the process in the ledger.
+    /// record the end in the ledger.
     fn reap(self) -> impl Future<Output = ()> + Send;
 }
 
 /// What an instance task needs from the host.
 pub trait Host: Send + Sync + 'static {
     type Process: Process;
+    /// The instance is down for good (stopped, disabled, exited by its policy, shut down): it
+    /// no longer needs to be found again.
+    fn retire(&self, instance: &str);
     /// Whether the ports the instance binds are free (else who holds one).
     fn check_ports(&self, instance: &Instance) -> impl Future<Output = Result<(), String>> + Send;
     /// Records the intent, then starts the gateway.
@@ -208,6 +211,7 @@ pub fn spawn<H: Host>(
         deferred: Vec::new(),
         finish: Vec::new(),
         finished: false,
+        retired: true,
     };
     tokio::spawn(runner.run(adoption));
     InstanceHandle {
@@ -239,6 +243,8 @@ struct Runner<H: Host> {
     deferred: Vec<Reply>,
     finish: Vec<oneshot::Sender<()>>,
     finished: bool,
+    /// Whether the host was told the instance is down for good (since its last spawn).
+    retired: bool,
 }
 
 impl<H: Host> Runner<H> {
@@ -246,6 +252,7 @@ impl<H: Host> Runner<H> {
         let now = Instant::now();
         let effects = match adoption {
             Some(adoption) => {
+                self.retired = false;
                 let pid = adoption.process.pid();
                 self.process = Some(adoption.process);
                 self.machine.adopt(
@@ -414,6 +421,7 @@ impl<H: Host> Runner<H> {
                         let pid = process.pid();
                         self.process = Some(process);
                         self.exited = false;
+                        self.retired = false;
                         Some(Input::Spawned { pid })
                     }
                     Err(SpawnError { message, lasting }) => {
@@ -506,6 +514,10 @@ impl<H: Host> Runner<H> {
     }
 
     fn publish_status(&mut self) {
+        if !self.retired && self.machine.is_at_rest() {
+            self.retired = true;
+            self.host.retire(&self.machine.instance().name);
+        }
         let current = self.machine.status();
         if *self.status.borrow() != *current {
             self.status.send_replace(current.clone());

@@ -58,33 +58,51 @@ pub fn find(ledger_path: &Path, topology: &str) -> Leftovers {
     };
     let marked = markers::find_marked(topology);
     for entry in entries {
-        let spawned = |process: &&markers::MarkedProcess| {
-            !entry.spawn.is_empty()
-                && process.markers.spawn == entry.spawn
+        let of_spawn = |nonce: &str, process: &markers::MarkedProcess| {
+            !nonce.is_empty()
+                && process.markers.spawn == nonce
                 && process.markers.instance == entry.name
         };
+        // The oldest session leader carrying `nonce`: the process reef spawned with it (its
+        // descendants start later).
+        let leader_of = |nonce: &str| {
+            marked
+                .iter()
+                .filter(|process| of_spawn(nonce, process))
+                .filter(|process| process.pid == process.sid && process.pid == process.pgid)
+                .min_by_key(|process| (process.start_ticks, process.pid))
+        };
+        let reserved = entry.next_spawn.as_deref().and_then(leader_of);
         let leader = match (entry.pid, entry.start_ticks) {
             // The ledger recorded the spawned process itself: only that one is the gateway (a
             // descendant with the same nonce that left the group is not, even if it leads a
             // session of its own).
             (Some(pid), Some(ticks)) => marked
                 .iter()
-                .filter(spawned)
-                .find(|process| process.pid == pid && process.start_ticks == ticks),
-            // Only the intent was recorded (reef died between the fork and the record): the
-            // gateway is the oldest session leader of that spawn.
-            _ => marked
-                .iter()
-                .filter(spawned)
-                .filter(|process| process.pid == process.sid && process.pid == process.pgid)
-                .min_by_key(|process| (process.start_ticks, process.pid)),
+                .filter(|process| of_spawn(&entry.spawn, process))
+                .find(|process| process.pid == pid && process.start_ticks == ticks)
+                .or(reserved),
+            // The spawn ended: only a next spawn (with the reserved nonce, before reef could
+            // record it) can be the gateway.
+            _ if entry.ended => reserved,
+            // Only the intent was recorded (reef died between the fork and the record).
+            _ => leader_of(&entry.spawn).or(reserved),
         };
         match leader {
-            Some(process) => leftovers.gateways.push(Found {
-                pid: process.pid,
-                start_ticks: process.start_ticks,
-                entry,
-            }),
+            Some(process) => {
+                let mut entry = entry;
+                if process.markers.spawn != entry.spawn {
+                    // Found by the reserved nonce: the entry is that spawn's now.
+                    entry.spawn = process.markers.spawn.clone();
+                    entry.next_spawn = None;
+                    entry.ended = false;
+                }
+                leftovers.gateways.push(Found {
+                    pid: process.pid,
+                    start_ticks: process.start_ticks,
+                    entry,
+                });
+            }
             None => leftovers.gone.push(entry),
         }
     }
