@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -57,19 +57,25 @@ fn tracked() -> MutexGuard<'static, BTreeSet<u32>> {
     TRACKED.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Held shared by spawns from their fork to their registration, and exclusively by
+/// [`reap_orphans`]: several children can be started at once (a fork waits for the child's
+/// exec), and none is reaped before it is registered.
+static SPAWNING: RwLock<()> = RwLock::new(());
+
 /// Runs `spawn` (a `Command::spawn`, std or tokio) and records the child's pid, read by
 /// `pid_of`, as one that its owner waits for: [`reap_orphans`] will not touch it. Call
 /// [`untrack`] once the owner has reaped it (not before: the exit status would be up for grabs).
 ///
-/// `spawn` runs under the registry's lock: it must not call back into this module.
+/// `spawn` runs under a shared lock that [`reap_orphans`] takes exclusively: it must not call
+/// back into this module. Spawns on several threads run at once.
 pub fn spawn_tracked<T>(
     spawn: impl FnOnce() -> io::Result<T>,
     pid_of: impl FnOnce(&T) -> Option<u32>,
 ) -> io::Result<T> {
-    let mut tracked = tracked();
+    let _spawning = SPAWNING.read().unwrap_or_else(PoisonError::into_inner);
     let spawned = spawn()?;
     if let Some(pid) = pid_of(&spawned) {
-        tracked.insert(pid);
+        tracked().insert(pid);
     }
     Ok(spawned)
 }
@@ -89,7 +95,8 @@ pub(crate) fn is_tracked(pid: u32) -> bool {
 /// reef as subreaper); returns their pids. Tracked children are never waited for here, so their
 /// owners keep their exit statuses. Finds nothing outside Linux.
 pub fn reap_orphans() -> Vec<u32> {
-    let tracked = tracked();
+    let _no_spawn = SPAWNING.write().unwrap_or_else(PoisonError::into_inner);
+    let tracked = tracked().clone();
     children_of_reef()
         .into_iter()
         .filter(|pid| !tracked.contains(pid))
@@ -204,6 +211,9 @@ pub fn sweep(
     };
 
     let mut running = prove_all();
+    if running.is_empty() {
+        return Vec::new();
+    }
     for process in &running {
         send(process, Signal::SIGCONT);
         send(process, signal);

@@ -425,6 +425,7 @@ async fn take_over(
             }
         }
     }
+    let strays = leftovers.strays;
     let topology = host.topology.clone();
     let keep: Vec<String> = adoptions
         .values()
@@ -438,6 +439,10 @@ async fn take_over(
                     scope.spawn(move || takeover::stop(found, topology));
                 }
             });
+        }
+        // Gateways stopped above took their own spawn's processes with them.
+        if !strays {
+            return;
         }
         let ended = takeover::sweep_except(&topology, &keep);
         if !ended.is_empty() {

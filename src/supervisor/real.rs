@@ -226,74 +226,32 @@ impl Host for RealHost {
     ) -> Result<RealProcess, SpawnError> {
         // Write-ahead: a crash after the fork leaves a ledger that names this spawn's nonce.
         let spawn = self.intend(instance, status).await?;
-        let prepared = {
-            let instance = instance.clone();
-            let log = status.log.clone();
-            let reef_binary = self.reef_binary.clone();
-            let inherited = self.inherited_env.clone();
-            tokio::task::spawn_blocking(move || prepare(&instance, &log, &reef_binary, &inherited))
-                .await
-                .map_err(|_| SpawnError::from("preparing the spawn panicked".to_owned()))
-        };
-        let prepared = match prepared.and_then(|p| p) {
-            Ok(prepared) => prepared,
-            Err(err) => {
-                self.ledger.ended(&instance.name, &spawn);
-                return Err(err);
-            }
-        };
-        let Prepared {
-            launch,
-            stdout,
-            stderr,
-        } = prepared;
         let marker = markers::Markers {
             topology: self.topology.clone(),
             instance: instance.name.clone(),
             spawn: spawn.clone(),
         };
-        let mut command = tokio::process::Command::new(&launch.argv[0]);
-        command
-            .args(&launch.argv[1..])
-            .env_clear()
-            .envs(&launch.env)
-            .envs(marker.vars())
-            .current_dir(&launch.cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr))
-            .kill_on_drop(false);
-        // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                nix::unistd::setsid()
-                    .map(|_| ())
-                    .map_err(std::io::Error::from)
-            });
-        }
-        let spawned = reaper::spawn_tracked(|| command.spawn(), |child| child.id());
-        let child = match spawned {
-            Ok(child) => child,
+        // Preparing and forking block (the fork waits for the child's exec): on the blocking
+        // pool, several gateways start at once and the runtime thread never waits.
+        let started = {
+            let instance = instance.clone();
+            let log = status.log.clone();
+            let reef_binary = self.reef_binary.clone();
+            let inherited = self.inherited_env.clone();
+            tokio::task::spawn_blocking(move || {
+                let prepared = prepare(&instance, &log, &reef_binary, &inherited)?;
+                fork(prepared, &marker)
+            })
+            .await
+            .map_err(|_| SpawnError::from("starting the gateway panicked".to_owned()))
+        };
+        let (child, pid, start_ticks) = match started.and_then(|started| started) {
+            Ok(started) => started,
             Err(err) => {
                 self.ledger.ended(&instance.name, &spawn);
-                let lasting = matches!(
-                    err.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-                );
-                let hint = if err.kind() == std::io::ErrorKind::NotFound {
-                    "; install it or set `command` in the topology"
-                } else {
-                    ""
-                };
-                return Err(SpawnError {
-                    message: format!("cannot start `{}`: {err}{hint}", launch.argv[0]),
-                    lasting,
-                });
+                return Err(err);
             }
         };
-        let pid = child.id().unwrap_or_default();
-        // The start time is read right away: the child cannot have been reaped yet.
-        let start_ticks = identity::start_time(pid);
         self.ledger.record(&instance.name, &spawn, pid, start_ticks);
         Ok(RealProcess {
             name: instance.name.clone(),
@@ -306,6 +264,56 @@ impl Host for RealHost {
             kind: Kind::Child(child),
         })
     }
+}
+
+/// Starts the prepared gateway in a session of its own, with its markers. Blocking.
+fn fork(
+    prepared: Prepared,
+    marker: &markers::Markers,
+) -> Result<(tokio::process::Child, u32, Option<u64>), SpawnError> {
+    let Prepared {
+        launch,
+        stdout,
+        stderr,
+    } = prepared;
+    let mut command = tokio::process::Command::new(&launch.argv[0]);
+    command
+        .args(&launch.argv[1..])
+        .env_clear()
+        .envs(&launch.env)
+        .envs(marker.vars())
+        .current_dir(&launch.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
+        .kill_on_drop(false);
+    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+    let child = reaper::spawn_tracked(|| command.spawn(), |child| child.id()).map_err(|err| {
+        let lasting = matches!(
+            err.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+        );
+        let hint = if err.kind() == std::io::ErrorKind::NotFound {
+            "; install it or set `command` in the topology"
+        } else {
+            ""
+        };
+        SpawnError {
+            message: format!("cannot start `{}`: {err}{hint}", launch.argv[0]),
+            lasting,
+        }
+    })?;
+    let pid = child.id().unwrap_or_default();
+    // Read right away: the child cannot have been reaped yet.
+    let start_ticks = identity::start_time(pid);
+    Ok((child, pid, start_ticks))
 }
 
 struct Prepared {

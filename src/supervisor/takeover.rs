@@ -37,6 +37,9 @@ pub struct Leftovers {
     /// Why the ledger could not be used, if it could not (its gateways are then found, and
     /// ended, by marker alone).
     pub ledger_error: Option<String>,
+    /// Whether other processes carry the topology's marker (descendants, unrecorded spawns):
+    /// only then is a sweep needed.
+    pub strays: bool,
 }
 
 /// Reads the ledger and matches it against the processes carrying `topology`'s marker.
@@ -106,6 +109,12 @@ pub fn find(ledger_path: &Path, topology: &str) -> Leftovers {
             None => leftovers.gone.push(entry),
         }
     }
+    leftovers.strays = marked.iter().any(|process| {
+        !leftovers
+            .gateways
+            .iter()
+            .any(|found| found.pid == process.pid)
+    });
     leftovers
 }
 
