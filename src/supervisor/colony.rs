@@ -240,6 +240,7 @@ impl Owner {
         let mut rotation = tokio::time::interval(super::logs::CHECK_EVERY);
         rotation.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut rotating: Option<JoinHandle<()>> = None;
+        let mut log_watch = super::logs::LogWatch::new(self.parts.dirs.logs.clone());
         let mut children = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
             .inspect_err(|err| {
                 tracing::warn!("cannot watch SIGCHLD ({err}); orphans are reaped on stops only")
@@ -300,8 +301,11 @@ impl Owner {
                 }
                 _ = rotation.tick() => {
                     if rotating.as_ref().is_none_or(JoinHandle::is_finished) {
-                        let logs: Vec<PathBuf> = self.parts.members.iter().map(|m| m.handle.status().log).collect();
-                        rotating = Some(tokio::task::spawn_blocking(move || super::logs::rotate_all(&logs)));
+                        let (members, dirs) = (&self.parts.members, &self.parts.dirs);
+                        let due = log_watch.due(|| members.iter().map(|m| dirs.log(&m.handle.name)).collect());
+                        if !due.is_empty() {
+                            rotating = Some(tokio::task::spawn_blocking(move || super::logs::rotate_all(&due)));
+                        }
                     }
                 }
                 Some(()) = async { children.as_mut()?.recv().await }, if children.is_some() => {

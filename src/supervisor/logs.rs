@@ -10,7 +10,10 @@
 //! On disk, per instance: at most `(1 + KEEP) × ROTATE_AT` = 3 × 10 MiB — the live log plus
 //! `NAME.log.1` and `NAME.log.2`, each copy holding at most the newest 10 MiB of what was rotated
 //! — plus what the gateway writes in about one `CHECK_EVERY` (1 s), while the live log waits for
-//! the next check. The supervisor calls [`rotate_all`] every [`CHECK_EVERY`]; a check that finds
+//! the next check. Every [`CHECK_EVERY`] the supervisor calls [`rotate_all`] on the logs that
+//! [`LogWatch`] saw written since the last look (inotify), and on all of them every
+//! [`FULL_CHECK_EVERY`] or when events may have been lost: an idle colony costs no check at all,
+//! a flooding gateway one a second. A check that finds
 //! the live log past [`ROTATE_AT`] copies only its newest `ROTATE_AT` bytes, so a flood (a
 //! gateway writing 20 MB/s) costs at most 30 MiB plus about 20 MB. Like any copy-and-truncate,
 //! what is written during the copy itself (milliseconds) may be lost.
@@ -37,8 +40,95 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 pub const ROTATE_AT: u64 = 10 << 20;
 /// Rotated copies kept: `NAME.log.1` (newest) and `NAME.log.2`.
 pub const KEEP: u32 = 2;
-/// How often the supervisor should call [`rotate_all`].
+/// How often the supervisor should call [`rotate_all`] on the logs written meanwhile.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often every log is checked, written or not (a safety net under the watch).
+pub const FULL_CHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// Which logs were written since the last look, from file-system events on the logs directory.
+pub struct LogWatch {
+    dir: PathBuf,
+    watcher: Option<notify::RecommendedWatcher>,
+    written: std::sync::Arc<Mutex<std::collections::BTreeSet<PathBuf>>>,
+    /// The watch is gone (the directory was deleted) or events were dropped: check all.
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    last_full: std::time::Instant,
+}
+
+impl LogWatch {
+    /// Watches `dir` (the topology's logs directory). A watch that cannot be set up is retried
+    /// at every look; meanwhile every log is checked.
+    pub fn new(dir: PathBuf) -> LogWatch {
+        let mut watch = LogWatch {
+            dir,
+            watcher: None,
+            written: std::sync::Arc::default(),
+            lost: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            last_full: std::time::Instant::now(),
+        };
+        watch.rewatch();
+        watch
+    }
+
+    fn rewatch(&mut self) {
+        use notify::Watcher;
+        use std::sync::atomic::Ordering;
+        self.watcher = None;
+        let written = self.written.clone();
+        let lost = self.lost.clone();
+        let dir = self.dir.clone();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            use notify::EventKind;
+            match event {
+                Ok(event) => match event.kind {
+                    EventKind::Modify(_) | EventKind::Create(_) => {
+                        written
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .extend(event.paths);
+                    }
+                    EventKind::Remove(_) if event.paths.contains(&dir) => {
+                        lost.store(true, Ordering::Relaxed);
+                    }
+                    _ => {}
+                },
+                Err(_) => lost.store(true, Ordering::Relaxed),
+            }
+        });
+        if let Ok(mut watcher) = watcher
+            && watcher
+                .watch(&self.dir, notify::RecursiveMode::NonRecursive)
+                .is_ok()
+        {
+            self.lost.store(false, Ordering::Relaxed);
+            self.watcher = Some(watcher);
+        }
+    }
+
+    /// The logs among `logs` to check now: those written since the last look; all of them when
+    /// events may have been lost or a full check is due.
+    pub fn due(&mut self, logs: impl FnOnce() -> Vec<PathBuf>) -> Vec<PathBuf> {
+        use std::sync::atomic::Ordering;
+        let lost =
+            self.lost.load(Ordering::Relaxed) || !self.dir.is_dir() && self.watcher.is_some();
+        if lost {
+            self.rewatch();
+        }
+        let written =
+            std::mem::take(&mut *self.written.lock().unwrap_or_else(PoisonError::into_inner));
+        if lost || self.last_full.elapsed() >= FULL_CHECK_EVERY {
+            self.last_full = std::time::Instant::now();
+            return logs();
+        }
+        if written.is_empty() {
+            return Vec::new();
+        }
+        logs()
+            .into_iter()
+            .filter(|log| written.contains(log))
+            .collect()
+    }
+}
 
 /// Rotates each log that grew past [`ROTATE_AT`], keeping [`KEEP`] copies. Blocking (run it on
 /// a blocking thread). A failure is logged as a warning, once until it changes or the log
@@ -46,6 +136,13 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 pub fn rotate_all(logs: &[PathBuf]) {
     static WARNED: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
     for log in logs {
+        // One lstat per log and second: a small regular file needs nothing more (this runs for
+        // every gateway, every second, so it must cost next to nothing).
+        match std::fs::symlink_metadata(log) {
+            Ok(meta) if meta.is_file() && meta.len() <= ROTATE_AT => continue,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            _ => {}
+        }
         let outcome = rotate_if_large(log, ROTATE_AT, KEEP);
         let mut warned = WARNED.lock().unwrap_or_else(PoisonError::into_inner);
         match outcome {
