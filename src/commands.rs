@@ -266,9 +266,11 @@ fn init(args: InitArgs) -> Result<Exit> {
 fn current_thread_runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        // Blocking work (port checks, /proc walks, file opens, fsyncs) is short: a few threads
-        // serve it; hundreds would only cost memory.
-        .max_blocking_threads(4)
+        // Blocking work (port checks, /proc walks, file opens, forks that wait for the child's
+        // exec) is short: eight threads start a colony quickly, hundreds would only cost
+        // memory, and idle ones leave soon after.
+        .max_blocking_threads(8)
+        .thread_keep_alive(std::time::Duration::from_secs(2))
         .build()
         .context("cannot start the async runtime")
 }

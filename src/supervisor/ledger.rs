@@ -30,6 +30,9 @@ use tokio::sync::oneshot;
 
 use super::status::PortSummary;
 
+/// How long changes nobody waits for are gathered before the file is written.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Format 2 added spawn nonces, intents, dependencies, stop settings and restart counts;
 /// format 1 files are still read.
 pub const LEDGER_FORMAT: u32 = 2;
@@ -257,10 +260,32 @@ impl LedgerHandle {
 fn write_forever(path: &Path, script: &Path, inbox: &std::sync::mpsc::Receiver<Job>) {
     let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
     let mut written: Option<Option<String>> = None;
-    while let Ok(first) = inbox.recv() {
+    loop {
+        // Changes nobody waits for (pids, ends) are gathered for a moment: a colony starting
+        // 250 gateways rewrites the file a few times, not once per gateway. Anyone waiting (an
+        // intent, a flush) ends the wait at once.
+        let Ok(first) = inbox.recv() else { return };
+        let mut jobs = vec![first];
+        jobs.extend(inbox.try_iter());
+        let urgent = |job: &Job| matches!(job, Job::Put(_, Some(_)) | Job::Flush(_));
+        if !jobs.iter().any(urgent) {
+            let deadline = std::time::Instant::now() + GATHER;
+            while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+                match inbox.recv_timeout(left) {
+                    Ok(job) => {
+                        let stop = urgent(&job);
+                        jobs.push(job);
+                        if stop {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
         let mut durable = Vec::new();
         let mut flushes = Vec::new();
-        for job in std::iter::once(first).chain(inbox.try_iter()) {
+        for job in jobs {
             match job {
                 Job::Put(entry, ack) => {
                     entries.insert(entry.name.clone(), *entry);
@@ -320,7 +345,7 @@ fn content(script: &Path, entries: &BTreeMap<String, Entry>) -> Option<String> {
             script: script.to_path_buf(),
             entries: entries.values().cloned().collect(),
         };
-        serde_json::to_string_pretty(&file).expect("ledgers serialize")
+        serde_json::to_string(&file).expect("ledgers serialize")
     })
 }
 
