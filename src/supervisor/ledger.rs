@@ -30,8 +30,11 @@ use tokio::sync::oneshot;
 
 use super::status::PortSummary;
 
-/// How long changes nobody waits for are gathered before the file is written.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
+/// How long changes nobody waits for are gathered before the file is written: long enough to
+/// batch a colony's start, short enough that a spawn's pid is on file before the gateway can
+/// have started helpers of its own (until then only the intent names it, and a helper that
+/// left its group could pass for the gateway if the gateway died too).
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Format 2 added spawn nonces, intents, dependencies, stop settings and restart counts;
 /// format 1 files are still read.

@@ -166,6 +166,8 @@ pub struct Machine {
     /// Failures since the last healthy period: the backoff exponent.
     failures: u32,
     started_once: bool,
+    /// A second Ctrl-C came: every stop gets [`HURRY_GRACE`] at most.
+    hurried: bool,
     status: InstanceStatus,
     /// A number in `[0, 1)` for the backoff jitter (fixed in tests).
     jitter: Box<dyn FnMut() -> f64 + Send>,
@@ -196,6 +198,7 @@ impl Machine {
             phase: Phase::Idle,
             failures: 0,
             started_once: false,
+            hurried: false,
             status,
             jitter: Box::new(backoff::jitter_unit),
         }
@@ -282,6 +285,9 @@ impl Machine {
             }
             Input::Shutdown => self.on_shutdown(&mut out, now, unix_now),
             Input::Hurry => {
+                // Stops from now on get the short grace too (dependencies stop after their
+                // dependents, so most have not begun yet).
+                self.hurried = true;
                 if let Phase::Stopping {
                     kill_at, killed, ..
                 } = &mut self.phase
@@ -822,7 +828,10 @@ impl Machine {
     }
 
     fn begin_stop(&mut self, then: AfterStop, out: &mut Vec<Effect>, now: Instant, unix_now: f64) {
-        let kill_at = now + seconds(self.instance.stop.timeout);
+        let mut kill_at = now + seconds(self.instance.stop.timeout);
+        if self.hurried {
+            kill_at = kill_at.min(now + HURRY_GRACE);
+        }
         self.phase = Phase::Stopping {
             kill_at,
             killed: false,

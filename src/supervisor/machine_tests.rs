@@ -438,6 +438,21 @@ async fn a_stubborn_gateway_gets_sigkill_after_its_stop_timeout_or_sooner_when_h
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_stop_that_begins_after_the_hurry_gets_the_short_grace_too() {
+    let host = FakeHost::with(|w| w.temper = Some(Temper::Stubborn));
+    let shared = shared();
+    let handle = start(&host, instance(|_| {}), &shared);
+    state(&handle, State::Ready).await;
+    shared.hurry.cancel();
+    // Let the task see the hurry before its stop begins (dependents stop first, say).
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let before = Instant::now();
+    handle.shutdown().await;
+    let took = Instant::now() - before;
+    assert!(took <= Duration::from_secs(1), "hurried: {took:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn commands_are_served_while_a_stop_is_in_progress() {
     let host = FakeHost::with(|w| w.temper = Some(Temper::Stubborn));
     let shared = shared();

@@ -210,13 +210,20 @@ pub async fn run(
     // What the previous reef left: adopt the same specs, end everything else.
     let take_over = take_over(&plan, &dirs, &host);
     tokio::pin!(take_over);
-    let mut adoptions = tokio::select! {
-        adoptions = &mut take_over => adoptions,
-        which = signals.next() => {
-            tracing::info!("{which}: stopping before any gateway was started");
-            take_over.await;
-            ledger.flush();
-            return Ok(());
+    let mut signalled = 0;
+    let mut early: Option<&'static str> = None;
+    let mut adoptions = loop {
+        tokio::select! {
+            adoptions = &mut take_over => break adoptions,
+            which = signals.next() => {
+                signalled += 1;
+                if signalled >= 3 {
+                    tracing::warn!("{which} again: exiting now; `reef down` stops what is left");
+                    std::process::exit(130);
+                }
+                tracing::info!("{which}: stopping once the previous reef's gateways are dealt with");
+                early = Some(which);
+            }
         }
     };
 
@@ -225,6 +232,46 @@ pub async fn run(
         changed: Arc::new(watch::channel(0u64).0),
         hurry: CancellationToken::new(),
     };
+    if let Some(which) = early {
+        // Stopped before anything started: nothing is spawned, and the gateways just adopted
+        // are stopped like any others (a clean stop stops all).
+        if signalled >= 2 {
+            shared.hurry.cancel();
+        }
+        let adopted: Vec<Member> = plan
+            .topology
+            .instances
+            .iter()
+            .filter_map(|instance| {
+                let adoption = adoptions.remove(&instance.name)?;
+                Some(colony::start_member(
+                    instance,
+                    &[],
+                    &host,
+                    &shared,
+                    &dirs,
+                    Some(adoption),
+                ))
+            })
+            .collect();
+        let names = adopted.iter().map(|m| m.handle.name.clone()).collect();
+        let stopping = colony::stop_members(&adopted, names);
+        tokio::pin!(stopping);
+        loop {
+            tokio::select! {
+                () = &mut stopping => break,
+                which = signals.next() => {
+                    signalled += 1;
+                    escalate(signalled, which, &shared);
+                }
+            }
+        }
+        tokio::task::spawn_blocking(move || ledger.flush())
+            .await
+            .context("the ledger's writer failed")?;
+        tracing::info!("{which}: stopped before any gateway was started");
+        return Ok(());
+    }
     let mut members: Vec<Member> = Vec::new();
     let instances: Vec<Instance> = plan.topology.instances.clone();
     for instance in dependency_first(&instances) {
@@ -279,7 +326,6 @@ pub async fn run(
 
     let owner_shutdown = shutdown.clone();
     let mut owner_task = tokio::spawn(owner.run(owner_shutdown, hangup));
-    let mut signalled = 0;
     let which = tokio::select! {
         which = signals.next() => { signalled += 1; which }
         () = shutdown.cancelled() => "reef down",
@@ -390,7 +436,7 @@ async fn take_over(
     for entry in &leftovers.gone {
         tracing::info!(
             instance = %entry.name,
-            "ledger: the gateway is gone (no live process carries its marker); left alone"
+            "ledger: the recorded gateway is gone; its pid is left alone (only what carries its marker is ended)"
         );
     }
     let mut adoptions = HashMap::new();
@@ -468,7 +514,7 @@ pub fn down_without_reef(dirs: &TopologyDirs) -> Result<Vec<String>, String> {
     }
     for entry in &leftovers.gone {
         lines.push(format!(
-            "{}: not running (no live process carries its marker)",
+            "{}: no recorded gateway process is alive",
             entry.name
         ));
     }

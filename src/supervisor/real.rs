@@ -457,6 +457,9 @@ impl Process for RealProcess {
     }
 
     async fn reap(self) {
+        // An adopted gateway's descendants that left its group went to init, not to this reef:
+        // only a walk of the process table finds them.
+        let adopted = matches!(self.kind, Kind::Adopted(_));
         let RealProcess {
             name,
             pid,
@@ -466,42 +469,25 @@ impl Process for RealProcess {
             reap_grace,
             ..
         } = self;
-        let sweep_spawn = spawn.clone();
+        let ended = spawn.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            reap_group(pid, reap_grace);
-            // As the subreaper, reef is the parent of whatever the gateway left outside its
-            // group: only then is the whole process table searched.
-            if reaper::has_escaped(&topology, &sweep_spawn) {
-                reaper::sweep(
-                    &topology,
-                    Some(&sweep_spawn),
-                    &[],
-                    Signal::SIGTERM,
-                    reap_grace,
-                );
-            }
+            end_spawn(pid, &topology, &ended, reap_grace, adopted);
         })
         .await;
         ledger.ended(&name, &spawn);
     }
 }
 
-/// Ends what is left of a process group after its leader exited (workers, helpers), so
-/// nothing keeps the instance's ports: SIGTERM, a grace period, SIGKILL. Blocking.
-pub fn reap_group(pgid: u32, grace: Duration) {
-    if !signal::group_alive(pgid) {
-        return;
+/// Ends what a spawn left after its leader exited: the rest of its process group (workers,
+/// helpers, so nothing keeps the instance's ports) and every descendant that left the group.
+/// Each is signalled only once proven to be of this spawn (pid, start time, marker, through a
+/// pidfd): the group's id may belong to another process by now. The whole process table is
+/// walked only when something may be left (`look_everywhere`, a live group, or a process of
+/// the spawn that came home to reef as the subreaper). Blocking.
+pub fn end_spawn(pgid: u32, topology: &str, spawn: &str, grace: Duration, look_everywhere: bool) {
+    if look_everywhere || signal::group_alive(pgid) || reaper::has_escaped(topology, spawn) {
+        reaper::sweep(topology, Some(spawn), &[], Signal::SIGTERM, grace);
     }
-    signal::continue_and_signal_group(pgid, Signal::SIGTERM);
-    let deadline = std::time::Instant::now() + grace;
-    while signal::group_alive(pgid) && std::time::Instant::now() < deadline {
-        reaper::reap_orphans();
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if signal::group_alive(pgid) {
-        signal::signal_group(pgid, Signal::SIGKILL);
-    }
-    reaper::reap_orphans();
 }
 
 pub fn exit_of(status: std::process::ExitStatus) -> Exit {

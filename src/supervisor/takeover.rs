@@ -1,10 +1,10 @@
 //! Finding a topology's processes after its reef is gone: by ledger and by marker.
 //!
-//! A gateway counts as found only when a live process carries the topology's marker with the
-//! spawn nonce of a ledger entry and is the process reef spawned: the ledger's pid and start
-//! time when it recorded them, else (a reef killed between the fork and the `record` left only
-//! the intent) the oldest session leader of that spawn. A descendant that left the group is
-//! never taken for its gateway. Everything
+//! A gateway counts as found only when a live process has the pid and start time the ledger
+//! recorded and carries the topology's marker with that spawn's nonce. A spawn whose pid never
+//! reached the ledger (reef killed between the fork and the `record`) is not adopted; its
+//! processes are found by their marker and ended, and the gateway starts afresh. A descendant
+//! that left the group is never taken for its gateway. Everything
 //! else that carries the topology's marker (descendants that escaped their group, `reef.exec`
 //! children, gateways of spawns the ledger never recorded) is a leftover: `reef up` and
 //! `reef down` end it. Nothing without the marker is ever signalled, so a forged or stale
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::ledger::{self, Entry};
-use super::real::{reap_group, stop_signal_of};
+use super::real::{end_spawn, stop_signal_of};
 use crate::host::{identity, markers, reaper, signal};
 
 /// A live gateway of the topology, proven by its marker.
@@ -61,51 +61,27 @@ pub fn find(ledger_path: &Path, topology: &str) -> Leftovers {
     };
     let marked = markers::find_marked(topology);
     for entry in entries {
-        let of_spawn = |nonce: &str, process: &markers::MarkedProcess| {
-            !nonce.is_empty()
-                && process.markers.spawn == nonce
-                && process.markers.instance == entry.name
-        };
-        // The oldest session leader carrying `nonce`: the process reef spawned with it (its
-        // descendants start later).
-        let leader_of = |nonce: &str| {
-            marked
-                .iter()
-                .filter(|process| of_spawn(nonce, process))
-                .filter(|process| process.pid == process.sid && process.pid == process.pgid)
-                .min_by_key(|process| (process.start_ticks, process.pid))
-        };
-        let reserved = entry.next_spawn.as_deref().and_then(leader_of);
+        // Only the process the ledger recorded is the gateway (pid, start time and the spawn's
+        // marker). A spawn whose pid never reached the ledger (reef died within milliseconds of
+        // the fork) is not adopted: its processes carry the marker, so they are ended with the
+        // other strays and the gateway starts afresh; a helper that left the group can then
+        // never pass for a gateway that died meanwhile.
         let leader = match (entry.pid, entry.start_ticks) {
-            // The ledger recorded the spawned process itself: only that one is the gateway (a
-            // descendant with the same nonce that left the group is not, even if it leads a
-            // session of its own).
-            (Some(pid), Some(ticks)) => marked
-                .iter()
-                .filter(|process| of_spawn(&entry.spawn, process))
-                .find(|process| process.pid == pid && process.start_ticks == ticks)
-                .or(reserved),
-            // The spawn ended: only a next spawn (with the reserved nonce, before reef could
-            // record it) can be the gateway.
-            _ if entry.ended => reserved,
-            // Only the intent was recorded (reef died between the fork and the record).
-            _ => leader_of(&entry.spawn).or(reserved),
+            (Some(pid), Some(ticks)) if !entry.ended => marked.iter().find(|process| {
+                !entry.spawn.is_empty()
+                    && process.markers.spawn == entry.spawn
+                    && process.markers.instance == entry.name
+                    && process.pid == pid
+                    && process.start_ticks == ticks
+            }),
+            _ => None,
         };
         match leader {
-            Some(process) => {
-                let mut entry = entry;
-                if process.markers.spawn != entry.spawn {
-                    // Found by the reserved nonce: the entry is that spawn's now.
-                    entry.spawn = process.markers.spawn.clone();
-                    entry.next_spawn = None;
-                    entry.ended = false;
-                }
-                leftovers.gateways.push(Found {
-                    pid: process.pid,
-                    start_ticks: process.start_ticks,
-                    entry,
-                });
-            }
+            Some(process) => leftovers.gateways.push(Found {
+                pid: process.pid,
+                start_ticks: process.start_ticks,
+                entry,
+            }),
             None => leftovers.gone.push(entry),
         }
     }
@@ -151,14 +127,7 @@ pub fn stop(found: &Found, topology: &str) -> Duration {
         }
     }
     let grace = timeout.min(Duration::from_secs(5));
-    reap_group(found.pid, grace);
-    reaper::sweep(
-        topology,
-        Some(&found.entry.spawn),
-        &[],
-        Signal::SIGTERM,
-        grace,
-    );
+    end_spawn(found.pid, topology, &found.entry.spawn, grace, true);
     started.elapsed()
 }
 
