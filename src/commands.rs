@@ -576,8 +576,8 @@ fn down(args: ScriptArg) -> Result<Exit> {
         ),
         Err(other) => other,
     })?;
-    let lines =
-        crate::supervisor::down_without_reef(&dirs).map_err(|err| anyhow::anyhow!("{err}"))?;
+    let lines = crate::supervisor::takeover::down_without_reef(&dirs)
+        .map_err(|err| anyhow::anyhow!("{err}"))?;
     if lines.is_empty() {
         outln!(
             "nothing to stop: no reef runs {} and no process of it is left",

@@ -56,7 +56,7 @@ use colony::{Colony, Member, Owner, Parts};
 use ledger::LedgerHandle;
 
 use real::RealHost;
-use runner::{Adoption, InstanceHandle, Shared};
+use runner::{InstanceHandle, Shared};
 use status::State;
 
 /// Gives the memory an evaluation freed back to the system: a Lua VM allocates megabytes that
@@ -208,7 +208,7 @@ pub async fn run(
     ));
 
     // What the previous reef left: adopt the same specs, end everything else.
-    let take_over = take_over(&plan, &dirs, &host);
+    let take_over = takeover::take_over(&plan, &dirs, &host);
     tokio::pin!(take_over);
     let mut signalled = 0;
     let mut early: Option<&'static str> = None;
@@ -413,142 +413,6 @@ async fn forward_to_hooks(
             }
             Err(RecvError::Closed) => return,
         }
-    }
-}
-
-/// Reads the previous reef's ledger and the processes carrying this topology's marker, and
-/// decides for each gateway found: adopt it (same spec, still enabled), or stop it. Then ends
-/// every other process of the topology (escaped descendants, unrecorded spawns, old
-/// `reef.exec` children). Nothing without the topology's marker is ever signalled.
-async fn take_over(
-    plan: &Plan,
-    dirs: &TopologyDirs,
-    host: &Arc<RealHost>,
-) -> HashMap<String, Adoption<real::RealProcess>> {
-    let ledger_path = dirs.ledger.clone();
-    let topology = host.topology.clone();
-    let leftovers = tokio::task::spawn_blocking(move || takeover::find(&ledger_path, &topology))
-        .await
-        .unwrap_or_default();
-    if let Some(err) = &leftovers.ledger_error {
-        tracing::warn!("{err}");
-    }
-    for entry in &leftovers.gone {
-        tracing::info!(
-            instance = %entry.name,
-            "ledger: the recorded gateway is gone; its pid is left alone (only what carries its marker is ended)"
-        );
-    }
-    let mut adoptions = HashMap::new();
-    let mut to_stop = Vec::new();
-    for found in leftovers.gateways {
-        let instance = plan.topology.instance(&found.entry.name);
-        match instance {
-            Some(instance) if instance.enabled && instance.spec_hash() == found.entry.spec_hash => {
-                match host.adopt(&found.entry, found.pid, found.start_ticks) {
-                    Ok(process) => {
-                        adoptions.insert(
-                            found.entry.name.clone(),
-                            Adoption {
-                                process,
-                                started_at: found.entry.started_at,
-                                restarts: found.entry.restarts,
-                                last_exit: found.entry.last_exit.clone(),
-                            },
-                        );
-                    }
-                    Err(err) => tracing::warn!(instance = %found.entry.name, "not adopted: {err}"),
-                }
-            }
-            _ => {
-                let why = match instance {
-                    Some(instance) if !instance.enabled => "is disabled now",
-                    Some(_) => "changed its spec while reef was away",
-                    None => "is no longer in the topology",
-                };
-                tracing::info!(instance = %found.entry.name, pid = found.pid, "{why}: stopping the running gateway");
-                to_stop.push(found);
-            }
-        }
-    }
-    let strays = leftovers.strays;
-    let topology = host.topology.clone();
-    let keep: Vec<String> = adoptions
-        .values()
-        .map(|adoption: &Adoption<real::RealProcess>| adoption.process.spawn().to_owned())
-        .collect();
-    let _ = tokio::task::spawn_blocking(move || {
-        for batch in takeover::stop_batches(&to_stop) {
-            std::thread::scope(|scope| {
-                for found in to_stop.iter().filter(|f| batch.contains(&f.entry.name)) {
-                    let topology = &topology;
-                    scope.spawn(move || takeover::stop(found, topology));
-                }
-            });
-        }
-        // Gateways stopped above took their own spawn's processes with them.
-        if !strays {
-            return;
-        }
-        let ended = takeover::sweep_except(&topology, &keep);
-        if !ended.is_empty() {
-            tracing::info!(
-                "ended {} leftover process(es) of this topology: {ended:?}",
-                ended.len()
-            );
-        }
-    })
-    .await;
-    adoptions
-}
-
-/// `reef down` when no reef runs the topology: stops every gateway the ledger and the markers
-/// prove are the topology's, dependents first, then every other process carrying its marker.
-/// Returns a line per gateway for the user.
-pub fn down_without_reef(dirs: &TopologyDirs) -> Result<Vec<String>, String> {
-    let topology = dirs.topology_id().to_owned();
-    let leftovers = takeover::find(&dirs.ledger, &topology);
-    let mut lines = Vec::new();
-    if let Some(err) = &leftovers.ledger_error {
-        lines.push(format!("warning: {err}; stopping by marker only"));
-    }
-    for entry in &leftovers.gone {
-        lines.push(format!(
-            "{}: no recorded gateway process is alive",
-            entry.name
-        ));
-    }
-    for batch in takeover::stop_batches(&leftovers.gateways) {
-        let stopped: Vec<String> = std::thread::scope(|scope| {
-            let stops: Vec<_> = leftovers
-                .gateways
-                .iter()
-                .filter(|f| batch.contains(&f.entry.name))
-                .map(|found| {
-                    let topology = &topology;
-                    scope.spawn(move || {
-                        let took = takeover::stop(found, topology);
-                        tracing::info!(instance = %found.entry.name, "stopped in {:.1} s", took.as_secs_f64());
-                        format!("{}: stopped pid {}", found.entry.name, found.pid)
-                    })
-                })
-                .collect();
-            stops.into_iter().filter_map(|s| s.join().ok()).collect()
-        });
-        lines.extend(stopped);
-    }
-    let ended = takeover::sweep_except(&topology, &[]);
-    if !ended.is_empty() {
-        lines.push(format!(
-            "ended {} other process(es) of this topology (descendants that left their group)",
-            ended.len()
-        ));
-    }
-    match std::fs::remove_file(&dirs.ledger) {
-        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-            Err(format!("cannot remove {}: {err}", dirs.ledger.display()))
-        }
-        _ => Ok(lines),
     }
 }
 

@@ -8,17 +8,23 @@
 //! else that carries the topology's marker (descendants that escaped their group, `reef.exec`
 //! children, gateways of spawns the ledger never recorded) is a leftover: `reef up` and
 //! `reef down` end it. Nothing without the marker is ever signalled, so a forged or stale
-//! ledger cannot make reef touch another process. All blocking: run on the blocking pool.
+//! ledger cannot make reef touch another process. [`find`], [`stop`] and
+//! [`down_without_reef`] block; [`take_over`] (the start of `reef up`) runs them on the blocking
+//! pool.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
 use super::ledger::{self, Entry};
-use super::real::{end_spawn, stop_signal_of};
+use super::real::{RealHost, RealProcess, end_spawn, stop_signal_of};
+use super::runner::Adoption;
 use crate::host::{identity, markers, reaper, signal};
+use crate::layout::TopologyDirs;
+use crate::plan::Plan;
 
 /// A live gateway of the topology, proven by its marker.
 #[derive(Debug, Clone)]
@@ -151,4 +157,140 @@ pub fn stop_batches(found: &[Found]) -> Vec<Vec<String>> {
         .map(|f| (f.entry.name.clone(), f.entry.depends_on.clone()))
         .collect();
     super::stop_order(&depends_on, found.iter().map(|f| f.entry.name.as_str()))
+}
+
+/// Reads the previous reef's ledger and the processes carrying this topology's marker, and
+/// decides for each gateway found: adopt it (same spec, still enabled), or stop it. Then ends
+/// every other process of the topology (escaped descendants, unrecorded spawns, old
+/// `reef.exec` children). Nothing without the topology's marker is ever signalled.
+pub async fn take_over(
+    plan: &Plan,
+    dirs: &TopologyDirs,
+    host: &Arc<RealHost>,
+) -> HashMap<String, Adoption<RealProcess>> {
+    let ledger_path = dirs.ledger.clone();
+    let topology = host.topology.clone();
+    let leftovers = tokio::task::spawn_blocking(move || find(&ledger_path, &topology))
+        .await
+        .unwrap_or_default();
+    if let Some(err) = &leftovers.ledger_error {
+        tracing::warn!("{err}");
+    }
+    for entry in &leftovers.gone {
+        tracing::info!(
+            instance = %entry.name,
+            "ledger: the recorded gateway is gone; its pid is left alone (only what carries its marker is ended)"
+        );
+    }
+    let mut adoptions = HashMap::new();
+    let mut to_stop = Vec::new();
+    for found in leftovers.gateways {
+        let instance = plan.topology.instance(&found.entry.name);
+        match instance {
+            Some(instance) if instance.enabled && instance.spec_hash() == found.entry.spec_hash => {
+                match host.adopt(&found.entry, found.pid, found.start_ticks) {
+                    Ok(process) => {
+                        adoptions.insert(
+                            found.entry.name.clone(),
+                            Adoption {
+                                process,
+                                started_at: found.entry.started_at,
+                                restarts: found.entry.restarts,
+                                last_exit: found.entry.last_exit.clone(),
+                            },
+                        );
+                    }
+                    Err(err) => tracing::warn!(instance = %found.entry.name, "not adopted: {err}"),
+                }
+            }
+            _ => {
+                let why = match instance {
+                    Some(instance) if !instance.enabled => "is disabled now",
+                    Some(_) => "changed its spec while reef was away",
+                    None => "is no longer in the topology",
+                };
+                tracing::info!(instance = %found.entry.name, pid = found.pid, "{why}: stopping the running gateway");
+                to_stop.push(found);
+            }
+        }
+    }
+    let strays = leftovers.strays;
+    let topology = host.topology.clone();
+    let keep: Vec<String> = adoptions
+        .values()
+        .map(|adoption: &Adoption<RealProcess>| adoption.process.spawn().to_owned())
+        .collect();
+    let _ = tokio::task::spawn_blocking(move || {
+        for batch in stop_batches(&to_stop) {
+            std::thread::scope(|scope| {
+                for found in to_stop.iter().filter(|f| batch.contains(&f.entry.name)) {
+                    let topology = &topology;
+                    scope.spawn(move || stop(found, topology));
+                }
+            });
+        }
+        // Gateways stopped above took their own spawn's processes with them.
+        if !strays {
+            return;
+        }
+        let ended = sweep_except(&topology, &keep);
+        if !ended.is_empty() {
+            tracing::info!(
+                "ended {} leftover process(es) of this topology: {ended:?}",
+                ended.len()
+            );
+        }
+    })
+    .await;
+    adoptions
+}
+
+/// `reef down` when no reef runs the topology: stops every gateway the ledger and the markers
+/// prove are the topology's, dependents first, then every other process carrying its marker.
+/// Returns a line per gateway for the user.
+pub fn down_without_reef(dirs: &TopologyDirs) -> Result<Vec<String>, String> {
+    let topology = dirs.topology_id().to_owned();
+    let leftovers = find(&dirs.ledger, &topology);
+    let mut lines = Vec::new();
+    if let Some(err) = &leftovers.ledger_error {
+        lines.push(format!("warning: {err}; stopping by marker only"));
+    }
+    for entry in &leftovers.gone {
+        lines.push(format!(
+            "{}: no recorded gateway process is alive",
+            entry.name
+        ));
+    }
+    for batch in stop_batches(&leftovers.gateways) {
+        let stopped: Vec<String> = std::thread::scope(|scope| {
+            let stops: Vec<_> = leftovers
+                .gateways
+                .iter()
+                .filter(|f| batch.contains(&f.entry.name))
+                .map(|found| {
+                    let topology = &topology;
+                    scope.spawn(move || {
+                        let took = stop(found, topology);
+                        tracing::info!(instance = %found.entry.name, "stopped in {:.1} s", took.as_secs_f64());
+                        format!("{}: stopped pid {}", found.entry.name, found.pid)
+                    })
+                })
+                .collect();
+            stops.into_iter().filter_map(|s| s.join().ok()).collect()
+        });
+        lines.extend(stopped);
+    }
+    let ended = sweep_except(&topology, &[]);
+    if !ended.is_empty() {
+        lines.push(format!(
+            "ended {} other process(es) of this topology (descendants that left their group)",
+            ended.len()
+        ));
+    }
+    match std::fs::remove_file(&dirs.ledger) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(format!("cannot remove {}: {err}", dirs.ledger.display()))
+        }
+        _ => Ok(lines),
+    }
 }
