@@ -254,18 +254,14 @@ pub async fn run(
                 ))
             })
             .collect();
-        let names = adopted.iter().map(|m| m.handle.name.clone()).collect();
-        let stopping = colony::stop_members(&adopted, names);
-        tokio::pin!(stopping);
-        loop {
-            tokio::select! {
-                () = &mut stopping => break,
-                which = signals.next() => {
-                    signalled += 1;
-                    escalate(signalled, which, &shared);
-                }
-            }
-        }
+        stop_escalating(
+            &adopted,
+            &mut signals,
+            &mut signalled,
+            &shared,
+            std::future::pending(),
+        )
+        .await;
         tokio::task::spawn_blocking(move || ledger.flush())
             .await
             .context("the ledger's writer failed")?;
@@ -349,21 +345,14 @@ pub async fn run(
     // Hooks see no events from a deliberate stop of everything.
     forwarder.abort();
     automation::send(&hooks, ToLua::Shutdown);
-    let names: Vec<String> = members.iter().map(|m| m.handle.name.clone()).collect();
-    {
-        let stopping = colony::stop_members(&members, names);
-        tokio::pin!(stopping);
-        loop {
-            tokio::select! {
-                () = &mut stopping => break,
-                which = signals.next() => {
-                    signalled += 1;
-                    escalate(signalled, which, &shared);
-                }
-                () = owner.refuse_while_stopping(&mut down) => {}
-            }
-        }
-    }
+    stop_escalating(
+        &members,
+        &mut signals,
+        &mut signalled,
+        &shared,
+        owner.refuse_while_stopping(&mut down),
+    )
+    .await;
     tokio::task::spawn_blocking(move || ledger.flush())
         .await
         .context("the ledger's writer failed")?;
@@ -377,6 +366,32 @@ pub async fn run(
     }
     tracing::info!("all gateways stopped");
     Ok(())
+}
+
+/// Stops every member, dependents first, while counting further SIGINT/SIGTERMs (see
+/// [`escalate`]) and running `meanwhile` (answering requests that arrive during the stop).
+async fn stop_escalating(
+    members: &[Member],
+    signals: &mut StopSignals,
+    signalled: &mut u32,
+    shared: &Shared,
+    meanwhile: impl std::future::Future<Output = ()>,
+) {
+    let names = members.iter().map(|m| m.handle.name.clone()).collect();
+    let stopping = colony::stop_members(members, names);
+    tokio::pin!(stopping);
+    tokio::pin!(meanwhile);
+    let mut meanwhile_done = false;
+    loop {
+        tokio::select! {
+            () = &mut stopping => return,
+            which = signals.next() => {
+                *signalled += 1;
+                escalate(*signalled, which, shared);
+            }
+            () = &mut meanwhile, if !meanwhile_done => meanwhile_done = true,
+        }
+    }
 }
 
 /// A second SIGINT/SIGTERM hurries the stops; a third exits now (the ledger and the markers
