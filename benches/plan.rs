@@ -1,5 +1,7 @@
 //! `cargo bench --bench plan`: how long `reef plan` takes on a 500-instance topology (near the
-//! most one host's port space holds at 111 ports a footprint: 581), and how much memory it peaks at.
+//! most one host's port space holds at 111 ports a footprint: 581), in process, in the
+//! evaluation child every command uses, and as a whole `reef plan`; and how much memory it peaks
+//! at.
 //!
 //! Prints figures; asserts nothing about speed (a busy machine must not fail a build).
 
@@ -42,6 +44,23 @@ fn main() {
 
     // The binary, as a user runs it: `reef plan SCRIPT --json`.
     let binary = env!("CARGO_BIN_EXE_reef");
+
+    // What every command and reload does: the evaluation in a child under hard limits, the
+    // plan back as JSON.
+    let mut in_child = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        let outcome = reef::evaluator::evaluate_with(
+            std::path::Path::new(binary),
+            reef::evaluator::Request::new(&script, Limits::default()),
+        );
+        in_child.push(started.elapsed());
+        let plan = outcome
+            .planned
+            .result
+            .expect("the generated topology evaluates");
+        assert_eq!(plan.topology.instances.len(), INSTANCES);
+    }
     let mut whole = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
         let started = Instant::now();
@@ -60,6 +79,10 @@ fn main() {
     println!(
         "  evaluate + validate (in process): median {}",
         ms(median(&mut in_process))
+    );
+    println!(
+        "  evaluate + validate in a child (what commands and reloads run): median {}",
+        ms(median(&mut in_child))
     );
     println!(
         "  `reef plan --json` (whole process): median {}",

@@ -68,6 +68,13 @@ pub enum Command {
     Export(ExportArgs),
     /// Run the built-in reference gateway (what runtime "builtin" starts).
     Gateway(GatewayArgs),
+    /// Internal: evaluates a script for a parent reef (a JSON request on stdin, the plan as
+    /// JSON on stdout).
+    #[command(name = "__evaluate", hide = true)]
+    Evaluate,
+    /// Internal: runs a script's hooks for a parent `reef up` (JSON lines both ways).
+    #[command(name = "__hooks", hide = true)]
+    Hooks,
 }
 
 /// The topology script argument shared by most verbs.

@@ -12,7 +12,7 @@ use crate::cli::{
 use crate::control::{self, Request};
 use crate::layout::{TopologyDirs, UpLock};
 use crate::lua::{Host, Limits};
-use crate::plan::{self, Plan};
+use crate::plan::Plan;
 use crate::render::{self, Style};
 use crate::supervisor::launch;
 
@@ -118,6 +118,8 @@ fn dispatch(command: Command) -> Result<Exit> {
         Command::Restart(args) => control_verb(args, |name| Request::Restart { name }),
         Command::Logs(args) => logs(args),
         Command::Gateway(args) => gateway(args),
+        Command::Evaluate => crate::evaluator::serve_child(),
+        Command::Hooks => crate::hookhost::serve_child(),
         Command::Install(args) => install(args),
         Command::Export(args) => export(args),
     }
@@ -125,8 +127,9 @@ fn dispatch(command: Command) -> Result<Exit> {
 
 /// Evaluates the script; on a script error reports it (as JSON if asked) and returns the exit.
 fn load(script: &std::path::Path, json: bool) -> Result<Result<Plan, Exit>> {
-    let host = Host::from_process().map_err(|err| anyhow::anyhow!(err))?;
-    let planned = plan::plan(script, &host, Limits::default());
+    // Fails early, with a plain message, where no home directory can be found.
+    Host::from_process().map_err(|err| anyhow::anyhow!(err))?;
+    let planned = crate::evaluator::plan(script);
     Ok(match planned.result {
         Ok(plan) => Ok(plan),
         Err(err) => {
@@ -163,17 +166,11 @@ fn plan(args: PlanArgs) -> Result<Exit> {
         outln!("{}", render::plan_json(&plan));
         return Ok(exit);
     }
-    let style = Style::for_stderr();
     if !plan.topology.instances.is_empty() {
         out!("{}", render::plan_table(&plan, &home()));
     }
     outln!("{}", render::plan_summary(&plan));
-    for warning in &plan.report.warnings {
-        eprintln!("{}", render::warning_text(warning, style));
-    }
-    for violation in &plan.report.violations {
-        eprintln!("{}", render::violation_text(violation, style));
-    }
+    report_violations(&plan);
     Ok(exit)
 }
 
@@ -195,7 +192,7 @@ fn env(args: EnvArgs) -> Result<Exit> {
             "{} {} has {} isolation violation(s); run `reef plan {}` before starting gateways by hand",
             Style::for_stderr().warning("warning:"),
             args.script.script.display(),
-            plan.report.violations.len(),
+            plan.report.violation_count(),
             args.script.script.display()
         );
     }
@@ -285,8 +282,14 @@ fn report_violations(plan: &Plan) -> bool {
     for warning in &plan.report.warnings {
         eprintln!("{}", render::warning_text(warning, style));
     }
+    for more in plan.report.omitted_warnings_summary() {
+        eprintln!("{} {more}", style.warning("warning:"));
+    }
     for violation in &plan.report.violations {
         eprintln!("{}", render::violation_text(violation, style));
+    }
+    for more in plan.report.omitted_summary() {
+        eprintln!("{} {more}", style.error("error:"));
     }
     !plan.is_valid()
 }
@@ -367,9 +370,18 @@ fn up(args: UpArgs) -> Result<Exit> {
         debounce: std::time::Duration::from_millis(args.debounce_ms),
     };
     let args = args.script;
-    let host = Host::from_process().map_err(|err| anyhow::anyhow!(err))?;
-    let (planned, automaton) = plan::plan_keeping_vm(&args.script, &host, Limits::default());
-    let plan = match planned.result {
+    Host::from_process().map_err(|err| anyhow::anyhow!(err))?;
+    let mut request = crate::evaluator::Request::new(&args.script, Limits::default());
+    request.keep_sources = true;
+    let outcome = crate::evaluator::evaluate(request);
+    let hooks_script =
+        (outcome.hooks + outcome.timers > 0).then(|| crate::supervisor::automation::Script {
+            path: args.script.clone(),
+            sources: outcome.sources.unwrap_or_default(),
+            hooks: outcome.hooks,
+            timers: outcome.timers,
+        });
+    let plan = match outcome.planned.result {
         Ok(plan) => plan,
         Err(err) => {
             eprintln!("{}", render::script_error_text(&err, Style::for_stderr()));
@@ -395,7 +407,13 @@ fn up(args: UpArgs) -> Result<Exit> {
         dirs.socket.display()
     );
     let runtime = current_thread_runtime()?;
-    runtime.block_on(crate::supervisor::run(plan, dirs, env, options, automaton))?;
+    runtime.block_on(crate::supervisor::run(
+        plan,
+        dirs,
+        env,
+        options,
+        hooks_script,
+    ))?;
     // An evaluation still running on a blocking thread must not keep reef from exiting.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     Ok(Exit::Success)
@@ -568,6 +586,9 @@ fn down(args: ScriptArg) -> Result<Exit> {
     }
     // No reef runs this topology: stop what its ledger and its markers prove are its own
     // (escaped descendants included), holding the lock so that no `reef up` starts meanwhile.
+    // The lock lives in the state dir, which may never have existed (or was deleted while
+    // marked gateways still run).
+    dirs.create()?;
     let _lock = UpLock::acquire(&dirs).map_err(|err| match err.downcast::<crate::layout::AlreadyRunning>() {
         Ok(running) => anyhow::anyhow!(
             "reef pid {} holds this topology but its control socket ({}) does not answer; stop that process first",
@@ -697,7 +718,7 @@ fn export(args: ExportArgs) -> Result<Exit> {
         Err(exit) => return Ok(exit),
     };
     let options = export_options(&plan, &args.script.script, args.image)?;
-    let exported = crate::export::export(&plan, args.format, &options);
+    let exported = crate::export::export(&plan, args.format, &options)?;
     let style = Style::for_stderr();
     for warning in &exported.warnings {
         eprintln!("{} {warning}", style.warning("warning:"));
@@ -781,10 +802,10 @@ fn install(args: InstallArgs) -> Result<Exit> {
                 .unwrap_or_else(|| home.join(".config"));
             let exported = match mode {
                 InstallMode::PerInstance => {
-                    crate::export::export(&plan, crate::export::Format::Systemd, &options)
+                    crate::export::export(&plan, crate::export::Format::Systemd, &options)?
                 }
                 InstallMode::Supervisor => crate::export::Export {
-                    files: vec![crate::export::systemd::supervisor(&options)],
+                    files: vec![crate::export::systemd::supervisor(&options)?],
                     ..crate::export::Export::default()
                 },
             };
@@ -792,12 +813,12 @@ fn install(args: InstallArgs) -> Result<Exit> {
         }
         (ServiceManager::Launchd, InstallMode::PerInstance) => (
             home.join("Library/LaunchAgents"),
-            crate::export::export(&plan, crate::export::Format::Launchd, &options),
+            crate::export::export(&plan, crate::export::Format::Launchd, &options)?,
         ),
         (ServiceManager::Launchd, InstallMode::Supervisor) => (
             home.join("Library/LaunchAgents"),
             crate::export::Export {
-                files: vec![crate::export::launchd::supervisor(&options)],
+                files: vec![crate::export::launchd::supervisor(&options)?],
                 ..crate::export::Export::default()
             },
         ),
@@ -903,6 +924,8 @@ fn check(args: PlanArgs) -> Result<Exit> {
             "valid": !errors,
             "violations": plan.report.violations,
             "warnings": plan.report.warnings,
+            "omitted": plan.report.omitted,
+            "omitted_warnings": plan.report.omitted_warnings,
             "findings": findings,
         });
         outln!("{}", serde_json::to_string_pretty(&json)?);

@@ -4,12 +4,16 @@
 //! - [`cli`]: the command line, clap definitions only.
 //! - [`commands`]: one function per verb; the only place that prints.
 //! - [`lua`]: evaluates a topology script in a fresh, limited VM and records every file it loads;
-//!   its `automation` part holds the hooks, timers and actions.
+//!   its `automation` part holds the hooks, timers and actions. Only the children of
+//!   [`evaluator`] and [`hookhost`] run Lua; the supervisor never does.
 //! - [`topology`]: plain data: what a script declared and the instances it resolves to.
 //! - [`profile`]: OpenClaw's profile rules (paths, service names, the hashed port).
 //! - [`ports`]: footprints `[B, B+110]`, overlap checks and pools.
 //! - [`validate`]: isolation checks across instances, as data.
 //! - [`plan`]: evaluation plus validation: what `reef plan` reports.
+//! - [`evaluator`]: every evaluation runs in a child of reef's own binary under hard limits
+//!   (time, memory, CPU) and answers with the plan as JSON: no script can wedge reef.
+//! - [`hookhost`]: the child of `reef up` whose VM runs the script's hooks and timers.
 //! - [`render`]: human tables and the stable JSON forms.
 //! - [`suggest`]: "did you mean" hints.
 //! - [`supervisor`]: `reef up`: a state machine per instance driven by one task each, one colony
@@ -29,15 +33,18 @@
 //! - [`watch`]: notify events on the script's files, debounced into reload requests.
 //!
 //! The core (`topology`, `profile`, `ports`, `validate`, `reconcile`, `export`) is pure: no Lua,
-//! no async runtime, no filesystem. The Lua layer turns a script into a `Topology` (and, inside
-//! `reef up`, keeps the VM to run its hooks); everything after works on data.
+//! no async runtime, no filesystem. The Lua layer turns a script into a `Topology` in a child
+//! process (and, inside `reef up`, a hook host keeps a VM to run its hooks); everything after
+//! works on data.
 
 pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod control;
+pub mod evaluator;
 pub mod export;
 pub mod gateway;
+pub mod hookhost;
 pub mod host;
 pub mod hostports;
 pub mod layout;

@@ -19,7 +19,8 @@ fn main() -> ExitCode {
         }
     };
     // `reef up` is a foreground supervisor: its events are its output.
-    let quiet_level = u8::from(matches!(cli.command, Command::Up(_)));
+    // The hook host's log is relayed into `reef up`'s, which shows info.
+    let quiet_level = u8::from(matches!(cli.command, Command::Up(_) | Command::Hooks));
     init_logging(cli.verbose.max(quiet_level));
     let exit = match commands::run(cli.command) {
         Ok(exit) => exit,

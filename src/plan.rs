@@ -1,4 +1,8 @@
 //! A plan: a script evaluated into a topology, and that topology validated.
+//!
+//! [`plan`] runs in the calling process: it is what the evaluation child
+//! ([`crate::evaluator`]) does, and what benchmarks and tests measure. Commands go through
+//! [`crate::evaluator::plan`], never this.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +25,7 @@ impl Plan {
 }
 
 /// Evaluates and validates `script`. `files` lists every script file read, also on failure.
+#[derive(Debug)]
 pub struct Planned {
     pub result: Result<Plan, ScriptError>,
     pub files: Vec<PathBuf>,

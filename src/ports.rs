@@ -209,18 +209,43 @@ impl Pool {
         (room / u32::from(self.spacing)) as usize + 1
     }
 
-    /// The next base port whose footprint overlaps none of `taken`.
+    /// The next base port whose footprint overlaps none of `taken`. One pass over `taken`
+    /// and over the pool's remaining bases (at most 581): a script that declares thousands of
+    /// gateways and draws from pools between them stays linear per draw.
     pub fn next(&mut self, taken: &[PortRange]) -> Result<u16, PoolError> {
-        while self.next_base + FOOTPRINT_SIZE - 1 <= u32::from(self.to) {
-            let base = self.next_base as u16;
-            let candidate = PortRange::new(base, base + (FOOTPRINT_SIZE - 1) as u16);
-            self.next_base += u32::from(self.spacing);
-            if taken.iter().any(|range| range.overlaps(&candidate)) {
-                self.skipped += 1;
-                continue;
+        let highest_base = u32::from(self.to) + 1 - FOOTPRINT_SIZE;
+        let spacing = u32::from(self.spacing);
+        if self.next_base <= highest_base {
+            let bases = ((highest_base - self.next_base) / spacing + 1) as usize;
+            // For each remaining base, by its index k: how many taken ranges its footprint
+            // overlaps, as a difference array (+1 where the ranges' k's start, -1 past the end).
+            let mut overlaps = vec![0i32; bases + 1];
+            for range in taken {
+                // Base b overlaps `range` when range.first - 110 <= b <= range.last.
+                let lowest = u32::from(range.first).saturating_sub(FOOTPRINT_SIZE - 1);
+                let highest = u32::from(range.last);
+                if highest < self.next_base {
+                    continue;
+                }
+                let first = lowest.saturating_sub(self.next_base).div_ceil(spacing) as usize;
+                let last = (((highest - self.next_base) / spacing) as usize).min(bases - 1);
+                if first <= last {
+                    overlaps[first] += 1;
+                    overlaps[last + 1] -= 1;
+                }
             }
-            self.allocated += 1;
-            return Ok(base);
+            let mut depth = 0;
+            for (k, change) in overlaps[..bases].iter().enumerate() {
+                depth += change;
+                let base = self.next_base + k as u32 * spacing;
+                if depth == 0 {
+                    self.next_base = base + spacing;
+                    self.allocated += 1;
+                    return Ok(base as u16);
+                }
+                self.skipped += 1;
+            }
+            self.next_base += bases as u32 * spacing;
         }
         Err(PoolError::Exhausted {
             from: self.from,
@@ -380,6 +405,47 @@ mod tests {
             for (i, a) in taken.iter().enumerate().skip(fixed) {
                 for b in taken.iter().skip(i + 1) {
                     prop_assert!(!a.overlaps(b), "{a} overlaps {b}");
+                }
+            }
+        }
+
+        /// The one-pass `next` hands out exactly what checking every base against every
+        /// taken range would, and counts the same skips.
+        #[test]
+        fn next_matches_checking_each_base(
+            from in 1024i64..65000,
+            width in 0i64..3000,
+            spacing in 111i64..400,
+            taken in prop::collection::vec((1024u16..65535, 0u16..400), 0..12),
+            draws in 1usize..20,
+        ) {
+            let to = (from + 110 + width).min(65535);
+            prop_assume!(from + 110 <= to);
+            let taken: Vec<PortRange> = taken
+                .into_iter()
+                .map(|(first, len)| PortRange::new(first, first.saturating_add(len)))
+                .collect();
+            let mut pool = Pool::new(from, to, Some(spacing)).unwrap();
+            let mut base = from;
+            let mut skipped = 0;
+            for _ in 0..draws {
+                let mut expected = None;
+                while base + 110 <= to {
+                    let candidate = PortRange::new(base as u16, (base + 110) as u16);
+                    base += spacing;
+                    if taken.iter().any(|r| r.overlaps(&candidate)) {
+                        skipped += 1;
+                    } else {
+                        expected = Some(candidate.first);
+                        break;
+                    }
+                }
+                match (pool.next(&taken), expected) {
+                    (Ok(got), Some(want)) => prop_assert_eq!(got, want),
+                    (Err(PoolError::Exhausted { skipped: got, .. }), None) => {
+                        prop_assert_eq!(got, skipped)
+                    }
+                    (got, want) => prop_assert!(false, "got {:?}, want {:?}", got, want),
                 }
             }
         }

@@ -79,6 +79,11 @@ struct PlanJson<'a> {
     instances: Vec<InstanceJson<'a>>,
     violations: &'a [Violation],
     warnings: &'a [Warning],
+    /// Violations (and warnings) of a kind beyond the 50 listed, by kind.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    omitted: &'a std::collections::BTreeMap<crate::validate::ViolationKind, usize>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    omitted_warnings: &'a std::collections::BTreeMap<crate::validate::WarningKind, usize>,
     files: &'a [std::path::PathBuf],
 }
 
@@ -98,6 +103,8 @@ pub fn plan_json(plan: &Plan) -> String {
             })
             .collect(),
         violations: &plan.report.violations,
+        omitted: &plan.report.omitted,
+        omitted_warnings: &plan.report.omitted_warnings,
         warnings: &plan.report.warnings,
         files: &plan.topology.files,
     };
@@ -241,7 +248,7 @@ pub fn plan_summary(plan: &Plan) -> String {
     let verdict = if plan.is_valid() {
         "valid".to_owned()
     } else {
-        let count = plan.report.violations.len();
+        let count = plan.report.violation_count();
         format!("{count} violation{}", if count == 1 { "" } else { "s" })
     };
     format!("{} {noun}{span}: {verdict}", instances.len())
@@ -365,6 +372,24 @@ pub fn status_table(status: &crate::supervisor::status::TopologyStatus, now: f64
             status.generation,
             error.message
         ));
+    }
+    if let Some(hooks) = &status.hooks {
+        let host = match hooks.pid {
+            Some(pid) => format!("hook host pid {pid}"),
+            None => "hook host not running".to_owned(),
+        };
+        out.push_str(&format!(
+            "hooks: {} hook(s), {} timer(s), {host}",
+            hooks.hooks, hooks.timers
+        ));
+        if let (Some(reason), Some(at)) = (&hooks.last_restart, hooks.last_restart_at) {
+            out.push_str(&format!(
+                "; restarted {} time(s), last {} ago: {reason}",
+                hooks.restarts,
+                duration_text(now - at)
+            ));
+        }
+        out.push('\n');
     }
     out
 }

@@ -653,7 +653,7 @@ pub fn clean(path: &Path) -> PathBuf {
 }
 
 /// Where something was declared in a script.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Location {
     pub file: String,
     pub line: u32,
@@ -666,7 +666,7 @@ impl fmt::Display for Location {
 }
 
 /// One gateway, fully resolved.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
     pub name: String,
     pub profile: String,
@@ -774,7 +774,7 @@ impl Instance {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Restart {
     pub policy: RestartPolicy,
     pub backoff: Backoff,
@@ -782,7 +782,7 @@ pub struct Restart {
 
 /// Seconds between restarts: doubled from `initial` up to `max`, back to `initial` after
 /// `reset_after` seconds of health.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Backoff {
     pub initial: f64,
     pub max: f64,
@@ -804,7 +804,7 @@ impl Default for Backoff {
 /// row), and 250 idle gateways cost reef under 0.1 % of a core. Readiness is polled
 /// fast while a gateway starts (10 ms, doubling to 100 ms), within a start period long enough
 /// for the real gateway (~10 s to ready).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
     pub liveness_path: String,
     pub readiness_path: String,
@@ -825,7 +825,7 @@ impl Default for Health {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stop {
     pub signal: String,
     pub timeout: f64,
@@ -840,14 +840,14 @@ impl Default for Stop {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Browser {
     pub cdp_port: Option<i64>,
     pub cdp_url: Option<String>,
 }
 
 /// A script's resolved instances, in declaration order, and every file it loaded.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Topology {
     pub script: PathBuf,
     pub instances: Vec<Instance>,

@@ -466,8 +466,9 @@ reef.gateway {
 }
 "#;
 
-/// Undoes systemd's quoting: words split on spaces outside double quotes, `\\` and `\"`
-/// inside them. Specifiers (`%%`) and, in ExecStart, `$$` are left to the caller.
+/// Undoes systemd's quoting: words split on spaces outside double quotes, C escapes (`\n`,
+/// `\t`, `\r`, `\xNN`, `\uNNNN`, `\\`, `\"`) inside them. Specifiers (`%%`) and, in ExecStart,
+/// `$$` are left to the caller.
 fn unit_words(line: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut chars = line.chars().peekable();
@@ -481,7 +482,7 @@ fn unit_words(line: &str) -> Vec<String> {
             chars.next();
             while let Some(c) = chars.next() {
                 match c {
-                    '\\' => word.push(chars.next().expect("an escaped character")),
+                    '\\' => word.push(c_escape(&mut chars)),
                     '"' => break,
                     other => word.push(other),
                 }
@@ -498,6 +499,21 @@ fn unit_words(line: &str) -> Vec<String> {
         words.push(word);
     }
     words
+}
+
+/// The character of a C escape (systemd's, HCL's), its backslash read.
+fn c_escape(chars: &mut impl Iterator<Item = char>) -> char {
+    let digits = match chars.next().expect("an escaped character") {
+        'n' => return '\n',
+        't' => return '\t',
+        'r' => return '\r',
+        'x' => 2,
+        'u' => 4,
+        'U' => 8,
+        other => return other,
+    };
+    let hex: String = chars.by_ref().take(digits).collect();
+    char::from_u32(u32::from_str_radix(&hex, 16).expect("hex digits")).expect("a character")
 }
 
 /// A unit's ExecStart argv, Environment and WorkingDirectory, read back.
@@ -712,5 +728,531 @@ fn env_and_systemd_export_print_the_launch_reef_up_spawns_for_every_runtime() {
     assert_eq!(
         argv_of("custom"),
         ["/opt/gw bin/run", "--limit=100%", "it's", "$HOME"]
+    );
+}
+
+/// Values that a format which does not quote them turns into structure: a systemd directive of
+/// its own, YAML keys and list items, comments, specifiers, variables and templates.
+const HOSTILE: &[(&str, &str)] = &[
+    ("EVIL", "x\nExecStartPre=/bin/sh"),
+    ("EXPANDED", "%h $HOME ${X} $(Y) %{z} $$"),
+    ("QUOTED", "say \"hi\" \\ back\\slash\ttab\rreturn"),
+    ("ESCAPE", "\u{1b}[31mred"),
+    (
+        "YAML",
+        "a: b # c\n- d\n*e &f !g {h} [i] |j >k 'l' @m `n` ---",
+    ),
+    ("EDGES", " lead and trail\\"),
+];
+
+/// Names of variables only containers take (systemd ignores them, with a warning).
+const HOSTILE_NAMES: &[(&str, &str)] = &[("on", "yes"), ("a.b: #c", "- v")];
+
+/// A Lua string literal for any text: printable ASCII as is, every other byte escaped.
+fn lua_string(text: &str) -> String {
+    let mut out = String::from('"');
+    for byte in text.bytes() {
+        match byte {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(char::from(byte));
+            }
+            0x20..=0x7e => out.push(char::from(byte)),
+            _ => out.push_str(&format!("\\{byte:03}")),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// One gateway, `hostile`, that passes every value as an argument (in `command` and
+/// in `args`) and as a variable; `state_dir` where given.
+fn hostile_script(values: &[(&str, &str)], state_dir: Option<&str>) -> String {
+    let words: Vec<String> = values.iter().map(|(_, v)| lua_string(v)).collect();
+    let env: Vec<String> = values
+        .iter()
+        .map(|(k, v)| format!("[{}] = {}", lua_string(k), lua_string(v)))
+        .collect();
+    let state_dir = state_dir
+        .map(|dir| format!("  state_dir = {},\n", lua_string(dir)))
+        .unwrap_or_default();
+    format!(
+        "reef.gateway {{\n  name = \"hostile\", profile = \"hostile\", port = 18789,\n{state_dir}  command = {{ \"/bin/true\", {} }},\n  args = {{ {} }},\n  env = {{ {} }},\n}}\n",
+        words.join(", "),
+        words.join(", "),
+        env.join(", ")
+    )
+}
+
+/// Exports the hostile gateway as `format` into a fresh directory: the directory, the
+/// file named `file` in it, and the warnings.
+fn export_hostile(
+    format: &str,
+    values: &[(&str, &str)],
+    file: &str,
+) -> (tempfile::TempDir, String, String) {
+    let home = tempfile::tempdir().unwrap();
+    let script = home.path().join("hostile.lua");
+    std::fs::write(&script, hostile_script(values, None)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = reef(home.path())
+        .args(["export", "--format", format])
+        .arg(&script)
+        .arg("--output")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{format}: {}",
+        text(&output.stderr)
+    );
+    let content = std::fs::read_to_string(dir.path().join(file)).unwrap();
+    (dir, content, text(&output.stderr))
+}
+
+/// The hostile values as argv: `/bin/true`, then each value twice (command, then args).
+fn hostile_argv(values: &[(&str, &str)]) -> Vec<String> {
+    let words = values.iter().map(|(_, v)| (*v).to_owned());
+    std::iter::once("/bin/true".to_owned())
+        .chain(words.clone())
+        .chain(words)
+        .collect()
+}
+
+/// Checks that `env` holds `values` and, besides them, only reef's own OPENCLAW_ variables:
+/// no value became a variable of its own.
+fn assert_only_gateway_vars_besides(env: &BTreeMap<String, String>, values: &[(&str, &str)]) {
+    for key in env.keys() {
+        assert!(
+            key.starts_with("OPENCLAW_") || values.iter().any(|(name, _)| name == key),
+            "an unexpected variable {key:?}: {env:#?}"
+        );
+    }
+    assert_eq!(
+        env.keys()
+            .filter(|key| !key.starts_with("OPENCLAW_"))
+            .count(),
+        values.len()
+    );
+}
+
+/// Runs a Python snippet on `path` that prints JSON; `None` without Python or its `module`.
+fn python_json(module: &str, snippet: &str, path: &Path) -> Option<serde_json::Value> {
+    validator("python3")?;
+    let have = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        if std::env::var("REEF_REQUIRE_VALIDATORS").is_ok_and(|v| v == "1") {
+            panic!("python3 {module} is required (REEF_REQUIRE_VALIDATORS=1) but not installed");
+        }
+        eprintln!("skipped: python3 {module} is not installed");
+        return None;
+    }
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(format!("import json, sys, {module}\n{snippet}"))
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    Some(serde_json::from_slice(&output.stdout).unwrap())
+}
+
+/// Issue "no script can wedge reef": an env value `x\nExecStartPre=/bin/sh` put the directive
+/// on a line of its own. Every value now reads back as written, and no line is added.
+#[test]
+fn hostile_values_read_back_exactly_from_a_systemd_unit_and_add_no_directive() {
+    let (dir, unit, _) = export_hostile("systemd", HOSTILE, "openclaw-gateway-hostile.service");
+    let settings = [
+        "Description",
+        "After",
+        "Wants",
+        "Type",
+        "ExecStart",
+        "Environment",
+        "WorkingDirectory",
+        "Restart",
+        "RestartSec",
+        "RestartPreventExitStatus",
+        "KillMode",
+        "KillSignal",
+        "TimeoutStopSec",
+        "WantedBy",
+    ];
+    for line in unit.lines() {
+        let structural = line.is_empty()
+            || line.starts_with('#')
+            || line.starts_with('[')
+            || line
+                .split_once('=')
+                .is_some_and(|(key, _)| settings.contains(&key));
+        assert!(structural, "an injected line: {line:?}\n{unit}");
+    }
+    let (argv, env, _) = unit_launch(&unit);
+    assert_eq!(argv, hostile_argv(HOSTILE));
+    for (key, value) in HOSTILE {
+        assert_eq!(env.get(*key).map(String::as_str), Some(*value), "{key}");
+    }
+    let environment_lines = unit
+        .lines()
+        .filter(|l| l.starts_with("Environment="))
+        .count();
+    assert_eq!(environment_lines, env.len(), "{unit}");
+    assert_only_gateway_vars_besides(&env, HOSTILE);
+    if validator("systemd-analyze").is_some() {
+        let output = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(dir.path().join("openclaw-gateway-hostile.service"))
+            .output()
+            .unwrap();
+        let complaints: Vec<String> = text(&output.stderr)
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(str::to_owned)
+            .collect();
+        assert!(
+            output.status.success() && complaints.is_empty(),
+            "{complaints:#?}"
+        );
+    }
+}
+
+/// Reads a property list as reef writes it: ProgramArguments and EnvironmentVariables, one
+/// element a line, entities decoded.
+fn plist_launch(plist: &str) -> (Vec<String>, BTreeMap<String, String>) {
+    fn element<'a>(line: &'a str, tag: &str) -> Option<&'a str> {
+        line.trim()
+            .strip_prefix(&format!("<{tag}>"))?
+            .strip_suffix(&format!("</{tag}>"))
+    }
+    fn decode(text: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(at) = rest.find('&') {
+            out.push_str(&rest[..at]);
+            let end = rest[at..].find(';').expect("an entity's end") + at;
+            out.push(match &rest[at + 1..end] {
+                "lt" => '<',
+                "gt" => '>',
+                "amp" => '&',
+                "quot" => '"',
+                "apos" => '\'',
+                number => {
+                    char::from_u32(number.strip_prefix('#').unwrap().parse().unwrap()).unwrap()
+                }
+            });
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+    let lines: Vec<&str> = plist.lines().collect();
+    let start = |key: &str| {
+        lines
+            .iter()
+            .position(|line| line.trim() == format!("<key>{key}</key>"))
+            .unwrap()
+            + 2
+    };
+    let argv = lines[start("ProgramArguments")..]
+        .iter()
+        .map_while(|line| element(line, "string"))
+        .map(decode)
+        .collect();
+    let env = lines[start("EnvironmentVariables")..]
+        .chunks(2)
+        .map_while(|pair| {
+            Some((
+                decode(element(pair[0], "key")?),
+                decode(element(pair.get(1)?, "string")?),
+            ))
+        })
+        .collect();
+    (argv, env)
+}
+
+#[test]
+fn hostile_values_read_back_exactly_from_a_launchd_agent() {
+    // XML 1.0 cannot hold ESC at all: everything else must come back as written.
+    let holdable: Vec<(&str, &str)> = HOSTILE
+        .iter()
+        .copied()
+        .filter(|(key, _)| *key != "ESCAPE")
+        .collect();
+    let (dir, plist, _) = export_hostile("launchd", &holdable, "ai.openclaw.hostile.plist");
+    let (argv, env) = plist_launch(&plist);
+    assert_eq!(argv, hostile_argv(&holdable), "{plist}");
+    for (key, value) in &holdable {
+        assert_eq!(env.get(*key).map(String::as_str), Some(*value), "{key}");
+    }
+    let parsed = python_json(
+        "plistlib",
+        "agent = plistlib.load(open(sys.argv[1], 'rb'))\n\
+         print(json.dumps([agent['ProgramArguments'], agent['EnvironmentVariables']]))",
+        &dir.path().join("ai.openclaw.hostile.plist"),
+    );
+    if let Some(parsed) = parsed {
+        assert_eq!(parsed[0], serde_json::json!(hostile_argv(&holdable)));
+        for (key, value) in &holdable {
+            assert_eq!(parsed[1][key], *value, "{key}");
+        }
+    }
+}
+
+/// Undoes a YAML double-quoted scalar.
+fn yaml_unquote(scalar: &str) -> String {
+    let inner = scalar
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("not double-quoted: {scalar}"));
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let mut rest = chars.clone();
+                out.push(match rest.next().expect("an escape") {
+                    '0' => '\0',
+                    'a' => '\u{7}',
+                    'b' => '\u{8}',
+                    'v' => '\u{b}',
+                    'f' => '\u{c}',
+                    'e' => '\u{1b}',
+                    'N' => '\u{85}',
+                    '_' => '\u{a0}',
+                    'L' => '\u{2028}',
+                    'P' => '\u{2029}',
+                    _ => {
+                        out.push(c_escape(&mut chars));
+                        continue;
+                    }
+                });
+                chars = rest;
+            }
+            '"' => panic!("an unescaped quote inside {scalar}"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// What Compose and Kubernetes make of `$$`: one `$`.
+fn unexpanded(text: &str) -> String {
+    text.replace("$$", "$")
+}
+
+#[test]
+fn hostile_values_read_back_exactly_from_a_compose_file() {
+    let values: Vec<(&str, &str)> = HOSTILE.iter().chain(HOSTILE_NAMES).copied().collect();
+    let (dir, compose, _) = export_hostile("compose", &values, "compose.yaml");
+    // Line by line: every variable is one `NAME: "VALUE"` line of the environment mapping.
+    let lines: Vec<&str> = compose.lines().collect();
+    let start = lines.iter().position(|l| *l == "    environment:").unwrap() + 1;
+    let end = lines.iter().position(|l| *l == "    env_file:").unwrap();
+    let mut env = BTreeMap::new();
+    for line in &lines[start..end] {
+        let entry = line
+            .strip_prefix("      ")
+            .expect("an entry of the mapping");
+        let (name, value) = match entry.strip_prefix('"') {
+            Some(quoted) => {
+                let close = quoted.find("\": ").expect("a quoted name");
+                (yaml_unquote(&entry[..close + 2]), &quoted[close + 3..])
+            }
+            None => {
+                let (name, value) = entry.split_once(": ").unwrap();
+                (name.to_owned(), value)
+            }
+        };
+        env.insert(name, unexpanded(&yaml_unquote(value)));
+    }
+    for (key, value) in &values {
+        assert_eq!(env.get(*key).map(String::as_str), Some(*value), "{key}");
+    }
+    assert_only_gateway_vars_besides(&env, &values);
+
+    let parsed = python_json(
+        "yaml",
+        "compose = yaml.safe_load(open(sys.argv[1]))\n\
+         (service,) = compose['services'].values()\n\
+         print(json.dumps(service['environment']))",
+        &dir.path().join("compose.yaml"),
+    );
+    if let Some(parsed) = parsed {
+        for (key, value) in &values {
+            assert_eq!(
+                parsed[key].as_str().map(unexpanded).as_deref(),
+                Some(*value),
+                "{key}"
+            );
+        }
+    }
+    if validator("docker-compose").is_some() {
+        let output = Command::new("docker-compose")
+            .args(["-f", "compose.yaml", "config", "-q"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    }
+}
+
+#[test]
+fn hostile_values_read_back_exactly_from_kubernetes_manifests() {
+    let values: Vec<(&str, &str)> = HOSTILE.iter().chain(HOSTILE_NAMES).copied().collect();
+    let (dir, manifests, _) = export_hostile("kubernetes", &values, "hostile.k8s.yaml");
+    // Line by line: every variable is a `- name:` line and a `value:` line.
+    let lines: Vec<&str> = manifests.lines().collect();
+    let start = lines.iter().position(|l| *l == "          env:").unwrap() + 1;
+    let mut env = BTreeMap::new();
+    for pair in lines[start..].chunks(2) {
+        let Some(name) = pair[0].strip_prefix("            - name: ") else {
+            break;
+        };
+        let Some(value) = pair[1].strip_prefix("              value: ") else {
+            break; // the token's valueFrom
+        };
+        let name = if name.starts_with('"') {
+            yaml_unquote(name)
+        } else {
+            name.to_owned()
+        };
+        env.insert(name, unexpanded(&yaml_unquote(value)));
+    }
+    for (key, value) in &values {
+        assert_eq!(env.get(*key).map(String::as_str), Some(*value), "{key}");
+    }
+    assert_only_gateway_vars_besides(&env, &values);
+
+    let parsed = python_json(
+        "yaml",
+        "docs = list(yaml.safe_load_all(open(sys.argv[1])))\n\
+         (deployment,) = [d for d in docs if d['kind'] == 'Deployment']\n\
+         (container,) = deployment['spec']['template']['spec']['containers']\n\
+         print(json.dumps({e['name']: e.get('value') for e in container['env']}))",
+        &dir.path().join("hostile.k8s.yaml"),
+    );
+    if let Some(parsed) = parsed {
+        for (key, value) in &values {
+            assert_eq!(
+                parsed[key].as_str().map(unexpanded).as_deref(),
+                Some(*value),
+                "{key}"
+            );
+        }
+    }
+}
+
+/// Undoes an HCL quoted template without interpolations.
+fn hcl_unquote(literal: &str) -> String {
+    let inner = literal
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("not quoted: {literal}"));
+    let mut out = String::new();
+    let mut chars = inner.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(c_escape(&mut chars)),
+            '"' => panic!("an unescaped quote inside {literal}"),
+            '$' | '%' if chars.peek() == Some(&'{') => panic!("a template in {literal}"),
+            '$' | '%' if chars.peek() == Some(&c) => {
+                let mut ahead = chars.clone();
+                ahead.next();
+                if ahead.peek() == Some(&'{') {
+                    chars.next(); // `$${` is a literal `${`
+                }
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[test]
+fn hostile_values_read_back_exactly_from_a_nomad_job() {
+    let values: Vec<(&str, &str)> = HOSTILE.iter().chain(HOSTILE_NAMES).copied().collect();
+    let (dir, job, warnings) = export_hostile("nomad", &values, "hostile.nomad.hcl");
+    // Names that are not identifiers: the map form, every name quoted.
+    let lines: Vec<&str> = job.lines().collect();
+    let start = lines.iter().position(|l| *l == "      env = {").unwrap() + 1;
+    let mut env = BTreeMap::new();
+    for line in lines[start..].iter().take_while(|l| **l != "      }") {
+        let entry = line.strip_prefix("        ").expect("an entry of the map");
+        let close = entry[1..].find("\" = \"").expect("a quoted name") + 1;
+        env.insert(
+            hcl_unquote(&entry[..=close]),
+            hcl_unquote(&entry[close + 4..]),
+        );
+    }
+    for (key, value) in &values {
+        assert_eq!(env.get(*key).map(String::as_str), Some(*value), "{key}");
+    }
+    assert_only_gateway_vars_besides(&env, &values);
+    assert!(warnings.contains("env.EXPANDED"), "{warnings}");
+
+    let parsed = python_json(
+        "hcl2",
+        "job = hcl2.load(open(sys.argv[1]))['job'][0]\n\
+         (body,) = job.values()\n\
+         (group,) = body['group']\n\
+         (g,) = group.values()\n\
+         (task,) = g['task']\n\
+         (t,) = task.values()\n\
+         print(json.dumps(len(t['env'])))",
+        &dir.path().join("hostile.nomad.hcl"),
+    );
+    if let Some(parsed) = parsed {
+        assert_eq!(parsed, serde_json::json!(env.len()));
+    }
+}
+
+/// Runs `reef` on the hostile gateway and returns its failure's message.
+fn hostile_failure(args: &[&str], values: &[(&str, &str)], state_dir: Option<&str>) -> String {
+    let home = tempfile::tempdir().unwrap();
+    let script = home.path().join("hostile.lua");
+    std::fs::write(&script, hostile_script(values, state_dir)).unwrap();
+    let output = reef(home.path()).args(args).arg(&script).output().unwrap();
+    // 3: reef's failure exit, as for any error at the top.
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    assert!(output.stdout.is_empty(), "{}", text(&output.stdout));
+    assert!(
+        !home.path().join(".config").exists(),
+        "nothing is installed"
+    );
+    text(&output.stderr)
+}
+
+#[test]
+fn values_a_format_cannot_hold_fail_the_export_naming_instance_and_field() {
+    // systemd cannot quote a path: a newline would start a directive.
+    for args in [
+        &["export", "--format", "systemd"][..],
+        &["install", "--target", "systemd"][..],
+    ] {
+        let stderr = hostile_failure(args, &[], Some("/tmp/x\nExecStartPre=/bin/sh"));
+        assert!(
+            stderr.contains("`hostile`") && stderr.contains("state_dir"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("\nExecStartPre"), "{stderr}");
+    }
+    // XML 1.0 cannot hold ESC; the first place it is in is the command's second word.
+    let stderr = hostile_failure(
+        &["export", "--format", "launchd"],
+        &[("ESCAPE", "\u{1b}[31mred")],
+        None,
+    );
+    assert!(
+        stderr.contains("`hostile`") && stderr.contains("command[2]"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "raw ESC on the terminal: {stderr}"
     );
 }

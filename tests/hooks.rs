@@ -887,9 +887,11 @@ reef.on("exit", function(e) note("exit " .. e.name) end)
         0,
         "b was restarted while the hook still waited: {lines:#?}"
     );
-    // Hooks run one at a time: b's exit reaches its hook once the sleeping one is done.
-    let lines = up.wait_events("b's exit event", |l| count(l, "exit b") == 1);
-    assert_eq!(lines, ["sleeping", "slept", "exit b"]);
+    // The waiting hook holds up no other: b's exit reaches its hook before the sleep ends.
+    let lines = up.wait_events("b's exit event and the end of the sleep", |l| {
+        count(l, "exit b") == 1 && count(l, "slept") == 1
+    });
+    assert_eq!(lines, ["sleeping", "exit b", "slept"]);
     up.stop();
 }
 
@@ -1259,5 +1261,67 @@ rescue.pair {{ port = {low}, spacing = {}, repair = {{ "sh", "-c", "echo cannot 
     assert!(
         !log.contains("a hook asks to restart it"),
         "main is not restarted after a failed repair: {log}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. The hook host: a process of its own that no hook can wedge.
+
+#[test]
+fn a_stuck_hook_host_is_killed_and_restarted_while_supervision_goes_on() {
+    let [a] = claim::<1>();
+    let sandbox = Sandbox::with(&format!(
+        r#"{}
+reef.every(0.1, function() note("tick") end)
+reef.on("exit", "a", function() note("exit seen") end)
+"#,
+        gateway("a", a.base, ""),
+    ));
+    let mut up = sandbox.up();
+    up.wait_enabled_ready();
+    up.wait_events("the first ticks", |l| count(l, "tick") >= 3);
+    let before = up.status();
+    let host = before["hooks"]["pid"]
+        .as_u64()
+        .and_then(|pid| u32::try_from(pid).ok())
+        .unwrap_or_else(|| panic!("status shows the hook host: {before:#}"));
+    // A host that stops answering, whatever the cause (here it is stopped outright; a loop in C
+    // or in a finalizer looks the same from outside).
+    send_signal(host, Signal::SIGSTOP);
+    let _continue_on_failure = Frozen(host);
+    let gateway_pid = pid(&before, "a");
+    sandbox.run_ok(&["restart", "a"]);
+    // Supervision goes on: the gateway is restarted while the host is stuck.
+    let restarted_gateway = up.wait_until("a to be ready again", |s| {
+        ready_with_new_pid(s, "a", gateway_pid)
+    });
+    assert_eq!(
+        restarted_gateway["hooks"]["restarts"].as_u64(),
+        Some(0),
+        "the host is not yet given up on: {restarted_gateway:#}"
+    );
+    let restarted = up.wait_until("the hook host to be restarted", |s| {
+        s["hooks"]["restarts"].as_u64().unwrap_or(0) >= 1
+            && s["hooks"]["pid"]
+                .as_u64()
+                .is_some_and(|pid| pid != u64::from(host))
+    });
+    let reason = restarted["hooks"]["last_restart"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("killed") && reason.contains(" event "),
+        "the restart says why: {restarted:#}"
+    );
+    wait_gone(host, "the stuck hook host");
+    // The new host runs the same script: its timers fire again.
+    let ticks = count(&sandbox.events(), "tick");
+    up.wait_events("ticks from the restarted host", |l| {
+        count(l, "tick") >= ticks + 5
+    });
+    let log = up.stop();
+    assert!(
+        log.contains("restarting it from the last good script"),
+        "the restart is logged: {log}"
     );
 }

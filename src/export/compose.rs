@@ -1,21 +1,40 @@
 //! A Compose file: a service per instance, its port published, a volume for its state,
 //! health checks that read the JSON body, `depends_on` with `service_healthy`.
+//!
+//! Every string is a double-quoted YAML scalar ([`yaml_string`]) with `$` doubled: Compose
+//! interpolates `$VAR` in every value, and `$$` is its literal `$`. Names of variables are keys,
+//! which Compose does not interpolate ([`yaml_name`]).
 
 use std::fmt::Write;
 
 use super::{
-    CONTAINER_STATE_DIR, Export, File, Options, container_env, container_warnings, dns_label,
-    image_of, node_probe, yaml_string,
+    CONTAINER_STATE_DIR, Export, ExportError, File, Format, Options, check_env, check_labels,
+    container_env, container_warnings, dns_label, image_of, node_probe, one_line, yaml_name,
+    yaml_string,
 };
 use crate::topology::{Instance, RestartPolicy};
+
+/// A value as Compose reads it back after interpolation.
+fn value(text: &str) -> String {
+    yaml_string(&text.replace('$', "$$"))
+}
 
 fn seconds(value: f64) -> String {
     format!("{}s", (value * 1000.0).round() / 1000.0)
 }
 
-pub fn export(instances: &[&Instance], options: &Options, export: &mut Export) {
+pub fn export(
+    instances: &[&Instance],
+    options: &Options,
+    export: &mut Export,
+) -> Result<(), ExportError> {
+    check_labels(Format::Compose, instances)?;
     let mut out = String::new();
-    let _ = writeln!(out, "# Written by reef from {}.", options.script.display());
+    let _ = writeln!(
+        out,
+        "# Written by reef from {}.",
+        one_line(&options.script.display().to_string())
+    );
     let _ = writeln!(
         out,
         "# Project: {} (docker compose -p {} ...).",
@@ -43,41 +62,35 @@ pub fn export(instances: &[&Instance], options: &Options, export: &mut Export) {
         container_warnings(instance, "Compose", &mut export.warnings);
         let service = dns_label(&instance.name);
         let _ = writeln!(out, "  {service}:");
-        let _ = writeln!(
-            out,
-            "    image: {}",
-            yaml_string(image_of(instance, options))
-        );
+        let _ = writeln!(out, "    image: {}", value(image_of(instance, options)));
         let restart = match instance.restart.policy {
             RestartPolicy::Always => "unless-stopped",
             RestartPolicy::OnFailure => "on-failure",
             RestartPolicy::Never => "no",
         };
-        let _ = writeln!(out, "    restart: {}", yaml_string(restart));
+        let _ = writeln!(out, "    restart: {}", value(restart));
         let _ = writeln!(out, "    environment:");
-        for (key, value) in container_env(instance) {
-            let _ = writeln!(out, "      {key}: {}", yaml_string(&value));
+        let env = container_env(instance);
+        check_env(Format::Compose, instance, &env, |_| true)?;
+        for (key, text) in &env {
+            let _ = writeln!(out, "      {}: {}", yaml_name(key), value(text));
         }
         let _ = writeln!(out, "    env_file:");
-        let _ = writeln!(out, "      - {}", yaml_string(&format!("./{service}.env")));
+        let _ = writeln!(out, "      - {}", value(&format!("./{service}.env")));
         export.secret_templates.push(File {
             name: format!("{service}.env"),
             content: format!(
                 "# Secrets of gateway `{}`; keep this file private (0600).\n# OPENCLAW_GATEWAY_TOKEN=\n",
-                instance.name
+                one_line(&instance.name)
             ),
         });
         let _ = writeln!(out, "    ports:");
-        let _ = writeln!(
-            out,
-            "      - {}",
-            yaml_string(&format!("{0}:{0}", instance.port))
-        );
+        let _ = writeln!(out, "      - {}", value(&format!("{0}:{0}", instance.port)));
         let _ = writeln!(out, "    volumes:");
         let _ = writeln!(
             out,
             "      - {}",
-            yaml_string(&format!("{service}-state:{CONTAINER_STATE_DIR}"))
+            value(&format!("{service}-state:{CONTAINER_STATE_DIR}"))
         );
         let _ = writeln!(
             out,
@@ -89,7 +102,7 @@ pub fn export(instances: &[&Instance], options: &Options, export: &mut Export) {
         let _ = writeln!(
             out,
             "      test: [\"CMD\", \"node\", \"-e\", {}]",
-            yaml_string(&probe)
+            value(&probe)
         );
         let _ = writeln!(out, "      interval: {}", seconds(instance.health.interval));
         let _ = writeln!(out, "      timeout: {}", seconds(instance.health.timeout));
@@ -114,7 +127,7 @@ pub fn export(instances: &[&Instance], options: &Options, export: &mut Export) {
         if instance.restart.policy != RestartPolicy::Never {
             export.warnings.push(format!(
                 "`{}`: Compose restart policies cannot spare exit 78 (configuration error) from restarting",
-                instance.name
+                one_line(&instance.name)
             ));
         }
     }
@@ -126,4 +139,5 @@ pub fn export(instances: &[&Instance], options: &Options, export: &mut Export) {
         name: "compose.yaml".into(),
         content: out,
     });
+    Ok(())
 }

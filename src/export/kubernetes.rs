@@ -2,12 +2,16 @@
 //! replica (Recreate: the state dir has a single owner), and a Service for its gateway port.
 //! Probes run the image's Node to read the JSON body: liveness `/healthz`, readiness `/readyz`,
 //! start-up `/readyz` with a five-minute budget, as OpenClaw's own manifests do.
+//!
+//! Every string is a double-quoted YAML scalar ([`yaml_string`]); in an env var's value `$` is
+//! doubled, since Kubernetes expands `$(VAR)` there and reads `$$` as `$`.
 
 use std::fmt::Write;
 
 use super::{
-    CONTAINER_STATE_DIR, Export, File, Options, container_env, container_warnings, dns_label,
-    image_of, node_probe, yaml_string,
+    CONTAINER_STATE_DIR, Export, ExportError, File, Format, Options, check_env, check_labels,
+    container_env, container_warnings, dns_label, image_of, node_probe, one_line, yaml_name,
+    yaml_string,
 };
 use crate::topology::{Instance, RestartPolicy};
 
@@ -18,10 +22,19 @@ fn api_version(kind: &str) -> &'static str {
     }
 }
 
-pub fn export(instances: &[&Instance], options: &Options, export: &mut Export) {
+pub fn export(
+    instances: &[&Instance],
+    options: &Options,
+    export: &mut Export,
+) -> Result<(), ExportError> {
+    check_labels(Format::Kubernetes, instances)?;
     let topology = dns_label(&options.topology);
     let mut out = String::new();
-    let _ = writeln!(out, "# Written by reef from {}.", options.script.display());
+    let _ = writeln!(
+        out,
+        "# Written by reef from {}.",
+        one_line(&options.script.display().to_string())
+    );
     let _ = writeln!(
         out,
         "# Tokens: create a Secret per gateway, e.g. kubectl create secret generic {topology}-NAME-token --from-literal=token=..."
@@ -31,14 +44,15 @@ pub fn export(instances: &[&Instance], options: &Options, export: &mut Export) {
         if instance.restart.policy != RestartPolicy::Always {
             export.warnings.push(format!(
                 "`{}`: a Deployment always restarts its pod; restart policy {} is not expressed",
-                instance.name,
+                one_line(&instance.name),
                 serde_json::to_string(&instance.restart.policy).expect("policies serialize")
             ));
         }
         if !instance.depends_on.is_empty() {
             export.warnings.push(format!(
                 "`{}`: Kubernetes has no start order between Deployments; depends_on {:?} is not expressed",
-                instance.name, instance.depends_on
+                one_line(&instance.name),
+                instance.depends_on
             ));
         }
         let name = format!("{topology}-{}", dns_label(&instance.name));
@@ -114,11 +128,14 @@ pub fn export(instances: &[&Instance], options: &Options, export: &mut Export) {
             instance.port
         );
         let _ = writeln!(out, "          env:");
-        for (key, value) in container_env(instance) {
+        let env = container_env(instance);
+        check_env(Format::Kubernetes, instance, &env, |_| true)?;
+        for (key, value) in &env {
             let _ = writeln!(
                 out,
-                "            - name: {key}\n              value: {}",
-                yaml_string(&value)
+                "            - name: {}\n              value: {}",
+                yaml_name(key),
+                yaml_string(&value.replace('$', "$$"))
             );
         }
         let _ = writeln!(
@@ -163,4 +180,5 @@ pub fn export(instances: &[&Instance], options: &Options, export: &mut Export) {
         name: format!("{topology}.k8s.yaml"),
         content: out,
     });
+    Ok(())
 }

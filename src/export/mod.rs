@@ -7,6 +7,13 @@
 //! the instance's launch (`supervisor::launch`, the one `reef up` spawns), containers its
 //! gateway variables. Secrets (the gateway token) never go into a generated file: they are
 //! referenced from an env file, a Secret or a variable.
+//!
+//! Every string from the script (names, env, argv, paths, image) goes through the one quoting
+//! function of its format ([`yaml_string`], `hcl`, `xml`, systemd's `quoted`), so no value can
+//! add a line, a key or a directive. Where a format cannot hold a character at all (a control
+//! character in an unquoted systemd setting, most of them in XML, a NUL anywhere) the export
+//! fails with an [`ExportError`] naming the instance and the field; comments show such
+//! characters escaped ([`one_line`]).
 
 pub mod compose;
 pub mod kubernetes;
@@ -15,11 +22,12 @@ pub mod nomad;
 pub mod systemd;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 
 use crate::plan::Plan;
 use crate::supervisor::launch::{self, Binaries, Launch};
-use crate::topology::Instance;
+use crate::topology::{ISOLATION_VARS, Instance};
 
 /// The official image, pinned to the reference release (never `latest`).
 pub const DEFAULT_IMAGE: &str = "ghcr.io/openclaw/openclaw:2026.9.6";
@@ -38,6 +46,128 @@ pub enum Format {
     Kubernetes,
     Nomad,
 }
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Systemd => "a systemd unit",
+            Format::Launchd => "a launchd property list",
+            Format::Compose => "a Compose file",
+            Format::Kubernetes => "Kubernetes manifests",
+            Format::Nomad => "a Nomad job",
+        })
+    }
+}
+
+/// Why a value from the script cannot be written in a format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// A character the format has no way to write where the value goes: a NUL anywhere (no
+    /// argument, variable or path holds one), a control character in an unquoted systemd
+    /// setting, one outside XML 1.0's characters in a property list.
+    Character(char),
+    /// Leading or trailing whitespace, which systemd strips from an unquoted setting.
+    EdgeWhitespace,
+    /// A trailing backslash, which joins an unquoted systemd line with the next one.
+    TrailingBackslash,
+    /// A character systemd refuses in the program of `ExecStart=` (quotes, a backslash, `$`),
+    /// or reads as one of its prefixes (`-`, `@`, `:`, `+`, `!`, `|`) when it comes first.
+    Executable(char),
+    /// No letter or digit to name the service, volume or group after.
+    NoLabel,
+    /// The same service, volume or group name (the name's DNS label) as another instance.
+    SameLabel { other: String },
+}
+
+/// A value from the script that a format cannot hold: which instance, which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportError {
+    pub format: Format,
+    /// The instance the value belongs to; none for the topology's own (its script's path).
+    pub instance: Option<String>,
+    /// The field as the script names it (`env.KEY`, `args[2]`, `state_dir`, `name`), or what
+    /// the value is when the script has no field for it (`the script's path`).
+    pub field: String,
+    pub value: String,
+    pub problem: Problem,
+}
+
+impl ExportError {
+    pub(crate) fn new(
+        format: Format,
+        instance: Option<&Instance>,
+        field: impl Into<String>,
+        value: impl Into<String>,
+        problem: Problem,
+    ) -> Self {
+        ExportError {
+            format,
+            instance: instance.map(|i| i.name.clone()),
+            field: field.into(),
+            value: value.into(),
+            problem,
+        }
+    }
+}
+
+impl fmt::Display for ExportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let format = self.format;
+        match &self.instance {
+            Some(instance) => write!(f, "cannot export `{}` as {format}: ", one_line(instance))?,
+            None => write!(f, "cannot export as {format}: ")?,
+        }
+        write!(f, "{} {:?} ", one_line(&self.field), self.value)?;
+        let hint = match self.instance {
+            Some(_) => "change it in the topology",
+            None => "move or rename it",
+        };
+        match &self.problem {
+            Problem::Character('\0') => write!(
+                f,
+                "contains a NUL, which no argument, environment variable or path can hold; {hint}"
+            ),
+            Problem::Character(c) => {
+                let reason = match format {
+                    Format::Systemd => "an unquoted systemd setting cannot hold",
+                    Format::Launchd => "XML 1.0 has no way to write",
+                    _ => "this format cannot hold",
+                };
+                write!(
+                    f,
+                    "contains {:?} (U+{:04X}), which {reason}; {hint}",
+                    c,
+                    u32::from(*c)
+                )
+            }
+            Problem::EdgeWhitespace => write!(
+                f,
+                "starts or ends with whitespace, which systemd strips from this setting; {hint}"
+            ),
+            Problem::TrailingBackslash => write!(
+                f,
+                "ends with a backslash, which would join this systemd line with the next; {hint}"
+            ),
+            Problem::Executable(c) => write!(
+                f,
+                "has {c:?} where systemd refuses it in the program of ExecStart= (or reads it as a prefix); \
+                 name the program by a path without it"
+            ),
+            Problem::NoLabel => write!(
+                f,
+                "has no letter or digit to name its service after; give the instance a name with one"
+            ),
+            Problem::SameLabel { other } => write!(
+                f,
+                "is named `{}` there, as `{}` is; rename one of them",
+                dns_label(&self.value),
+                one_line(other)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ExportError {}
 
 /// What an export needs besides the plan.
 #[derive(Debug, Clone)]
@@ -74,8 +204,9 @@ pub struct Export {
     pub secret_templates: Vec<File>,
 }
 
-/// Exports the plan's enabled instances (a disabled one is named in a warning).
-pub fn export(plan: &Plan, format: Format, options: &Options) -> Export {
+/// Exports the plan's enabled instances (a disabled one is named in a warning); fails on the
+/// first value the format cannot hold.
+pub fn export(plan: &Plan, format: Format, options: &Options) -> Result<Export, ExportError> {
     let mut export = Export::default();
     let instances: Vec<&Instance> = plan
         .topology
@@ -86,17 +217,17 @@ pub fn export(plan: &Plan, format: Format, options: &Options) -> Export {
     for disabled in plan.topology.instances.iter().filter(|i| !i.enabled) {
         export.warnings.push(format!(
             "`{}` is disabled in the topology and not exported",
-            disabled.name
+            one_line(&disabled.name)
         ));
     }
     match format {
-        Format::Systemd => systemd::per_instance(&instances, options, &mut export),
-        Format::Launchd => launchd::per_instance(&instances, options, &mut export),
-        Format::Compose => compose::export(&instances, options, &mut export),
-        Format::Kubernetes => kubernetes::export(&instances, options, &mut export),
-        Format::Nomad => nomad::export(&instances, options, &mut export),
+        Format::Systemd => systemd::per_instance(&instances, options, &mut export)?,
+        Format::Launchd => launchd::per_instance(&instances, options, &mut export)?,
+        Format::Compose => compose::export(&instances, options, &mut export)?,
+        Format::Kubernetes => kubernetes::export(&instances, options, &mut export)?,
+        Format::Nomad => nomad::export(&instances, options, &mut export)?,
     }
-    export
+    Ok(export)
 }
 
 /// The image of an instance.
@@ -140,36 +271,38 @@ pub fn container_warnings(instance: &Instance, target: &str, warnings: &mut Vec<
         Runtime::Openclaw => {}
         Runtime::Builtin => warnings.push(format!(
             "`{}` uses runtime \"builtin\" (reef's reference gateway); {target} runs the OpenClaw image instead",
-            instance.name
+            one_line(&instance.name)
         )),
         Runtime::Command => warnings.push(format!(
             "`{}` runs its own command; {target} runs the OpenClaw image with its default command instead",
-            instance.name
+            one_line(&instance.name)
         )),
     }
     if !instance.args.is_empty() {
         warnings.push(format!(
             "`{}`: args {:?} are not passed in {target}",
-            instance.name, instance.args
+            one_line(&instance.name),
+            instance.args
         ));
     }
     if instance.workspace != crate::profile::workspace(&instance.state_dir) {
         warnings.push(format!(
             "`{}`: the custom workspace {} is not exported; in {target} it lives in the state volume",
-            instance.name,
+            one_line(&instance.name),
             instance.workspace.display()
         ));
     }
     if instance.browser.cdp_url.is_some() || instance.browser.cdp_port.is_some() {
         warnings.push(format!(
             "`{}`: browser.cdp_port / cdp_url belong in its openclaw.json for {target}",
-            instance.name
+            one_line(&instance.name)
         ));
     }
     if instance.stop.signal != "SIGTERM" {
         warnings.push(format!(
             "`{}`: stop signal {} is not expressed in {target}",
-            instance.name, instance.stop.signal
+            one_line(&instance.name),
+            instance.stop.signal
         ));
     }
 }
@@ -177,9 +310,30 @@ pub fn container_warnings(instance: &Instance, target: &str, warnings: &mut Vec<
 /// A JS one-liner for the image's Node that probes `path` and checks the JSON body, since the
 /// gateway answers 200 on any unknown path.
 pub fn node_probe(port: i64, path: &str, field: &str) -> String {
+    let url = js_string(&format!("http://127.0.0.1:{port}{path}"));
     format!(
-        "fetch('http://127.0.0.1:{port}{path}').then(r => r.json()).then(j => process.exit(j.{field} === true ? 0 : 1)).catch(() => process.exit(1))"
+        "fetch({url}).then(r => r.json()).then(j => process.exit(j.{field} === true ? 0 : 1)).catch(() => process.exit(1))"
     )
+}
+
+/// A JS single-quoted string literal: a quote in a health path stays in the URL.
+fn js_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('\'');
+    for c in text.chars() {
+        match c {
+            '\'' => out.push_str("\\'"),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
+                for unit in c.encode_utf16(&mut [0; 2]) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 /// A name usable as a DNS label (Kubernetes, Compose volumes): lowercase, `-` for the rest.
@@ -192,18 +346,322 @@ pub fn dns_label(name: &str) -> String {
     label.trim_matches('-').chars().take(63).collect()
 }
 
-/// A YAML double-quoted scalar (JSON strings are valid YAML).
+/// Checks that the instances' names give distinct, non-empty DNS labels: the names of their
+/// services, volumes, objects or groups in `format`.
+pub(crate) fn check_labels(format: Format, instances: &[&Instance]) -> Result<(), ExportError> {
+    let mut seen: BTreeMap<String, &Instance> = BTreeMap::new();
+    for instance in instances {
+        let label = dns_label(&instance.name);
+        if label.is_empty() {
+            return Err(ExportError::new(
+                format,
+                Some(instance),
+                "name",
+                &instance.name,
+                Problem::NoLabel,
+            ));
+        }
+        if let Some(other) = seen.insert(label, instance) {
+            return Err(ExportError::new(
+                format,
+                Some(instance),
+                "name",
+                &instance.name,
+                Problem::SameLabel {
+                    other: other.name.clone(),
+                },
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The field of the script a variable of the gateway's environment comes from.
+pub(crate) fn env_field(key: &str) -> String {
+    match ISOLATION_VARS.iter().find(|(var, _)| *var == key) {
+        Some((_, field)) => (*field).to_owned(),
+        None if is_identifier(key) => format!("env.{key}"),
+        None => format!("env[{key:?}]"),
+    }
+}
+
+/// The field of the script word `index` of an instance's command line comes from, counted
+/// from 1 as Lua does; reef's own words (its binary, `gateway --port N`) by what they are.
+pub(crate) fn argv_field(instance: &Instance, argv: &[String], index: usize) -> String {
+    let args_start = argv.len().saturating_sub(instance.args.len());
+    let command_len = instance.command.as_ref().map_or(0, Vec::len);
+    if index >= args_start {
+        format!("args[{}]", index - args_start + 1)
+    } else if index < command_len {
+        format!("command[{}]", index + 1)
+    } else if index == 0 {
+        "the gateway's program".to_owned()
+    } else {
+        "the gateway's command line".to_owned()
+    }
+}
+
+/// Refuses the first character of `value` that `holds` rejects; a NUL is refused everywhere.
+pub(crate) fn check_chars(
+    value: &str,
+    holds: impl Fn(char) -> bool,
+    refuse: impl FnOnce(Problem) -> ExportError,
+) -> Result<(), ExportError> {
+    match value.chars().find(|&c| c == '\0' || !holds(c)) {
+        Some(c) => Err(refuse(Problem::Character(c))),
+        None => Ok(()),
+    }
+}
+
+/// Checks a gateway's environment against what `format` can hold (`holds`), NUL refused.
+pub(crate) fn check_env(
+    format: Format,
+    instance: &Instance,
+    env: &BTreeMap<String, String>,
+    holds: impl Fn(char) -> bool + Copy,
+) -> Result<(), ExportError> {
+    for (key, value) in env {
+        for text in [key, value] {
+            check_chars(text, holds, |problem| {
+                ExportError::new(format, Some(instance), env_field(key), text, problem)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// A name of letters, digits and `_`, not starting with a digit (a shell variable's).
+pub(crate) fn is_identifier(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Text for a comment or a message: one line whatever it holds, control characters (and
+/// Unicode's line separators) shown as Rust escapes.
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control()
+                || matches!(
+                    c,
+                    '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+                )
+            {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// A YAML double-quoted scalar, the one form every string takes in Compose and Kubernetes
+/// files: `"` and `\` escaped, every character YAML does not print (C0 and C1 controls, DEL,
+/// the line separators a YAML 1.1 reader would fold, non-characters) as an escape. Ordinary
+/// text comes out as its JSON string.
 pub fn yaml_string(text: &str) -> String {
-    serde_json::to_string(text).expect("strings serialize")
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}' => {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A YAML scalar for a name (a mapping key, an env var's name): plain when YAML reads it back
+/// as the same string (a shell identifier that no YAML version takes for a boolean or null),
+/// double-quoted otherwise.
+pub fn yaml_name(text: &str) -> String {
+    const READ_AS_OTHERS: &[&str] = &["y", "yes", "n", "no", "true", "false", "on", "off", "null"];
+    if is_identifier(text) && !READ_AS_OTHERS.contains(&text.to_ascii_lowercase().as_str()) {
+        text.to_owned()
+    } else {
+        yaml_string(text)
+    }
+}
+
+/// Instances and options for the formats' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::Path;
+
+    use super::*;
+    use crate::topology::{GatewaySpec, Location};
+
+    /// An instance of profile `main` as `edit` declares it, resolved under `/home/ada`.
+    pub fn instance(edit: impl FnOnce(&mut GatewaySpec)) -> Instance {
+        let mut spec = GatewaySpec {
+            profile: Some("main".into()),
+            ..GatewaySpec::default()
+        };
+        edit(&mut spec);
+        spec.resolve(
+            18789,
+            Path::new("/home/ada"),
+            Path::new("/srv"),
+            Location {
+                file: "reef.lua".into(),
+                line: 1,
+            },
+        )
+        .expect("a valid gateway")
+    }
+
+    pub fn options() -> Options {
+        Options {
+            image: None,
+            binaries: Binaries::new("/usr/bin/reef"),
+            configs: BTreeMap::new(),
+            script: PathBuf::from("/srv/reef.lua"),
+            topology: "srv".into(),
+        }
+    }
+
+    /// Exports `instances` as `format`.
+    pub fn export(format: Format, instances: &[&Instance]) -> Result<Export, ExportError> {
+        let mut export = Export::default();
+        let options = options();
+        match format {
+            Format::Systemd => systemd::per_instance(instances, &options, &mut export),
+            Format::Launchd => launchd::per_instance(instances, &options, &mut export),
+            Format::Compose => compose::export(instances, &options, &mut export),
+            Format::Kubernetes => kubernetes::export(instances, &options, &mut export),
+            Format::Nomad => nomad::export(instances, &options, &mut export),
+        }?;
+        Ok(export)
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::testing::{export, instance};
     use super::*;
+    use crate::topology::OneOrMany;
+
+    const FORMATS: [Format; 5] = [
+        Format::Systemd,
+        Format::Launchd,
+        Format::Compose,
+        Format::Kubernetes,
+        Format::Nomad,
+    ];
 
     #[test]
     fn labels_are_dns_safe() {
         assert_eq!(dns_label("Team_1"), "team-1");
         assert_eq!(dns_label("-x-"), "x");
+    }
+
+    #[test]
+    fn yaml_strings_escape_what_yaml_does_not_print() {
+        for ordinary in ["main", "/home/node/.openclaw", "a b 'c' é ✓", ""] {
+            assert_eq!(
+                yaml_string(ordinary),
+                serde_json::to_string(ordinary).unwrap()
+            );
+        }
+        assert_eq!(yaml_string("a: b # c\n- d"), r#""a: b # c\n- d""#);
+        assert_eq!(yaml_string("\"\\\t\r"), r#""\"\\\t\r""#);
+        assert_eq!(
+            yaml_string("\u{1b}[1m\u{7f}\u{85}\u{2028}\u{feff}"),
+            r#""\x1b[1m\x7f\x85\u2028\ufeff""#
+        );
+    }
+
+    #[test]
+    fn yaml_names_are_plain_only_where_yaml_reads_them_back() {
+        assert_eq!(yaml_name("OPENCLAW_PROFILE"), "OPENCLAW_PROFILE");
+        assert_eq!(yaml_name("_x1"), "_x1");
+        for quoted in ["on", "Yes", "NULL", "1A", "a: b", "- x", "#c", "a.b", ""] {
+            assert_eq!(yaml_name(quoted), yaml_string(quoted), "{quoted:?}");
+        }
+    }
+
+    #[test]
+    fn comments_stay_on_one_line() {
+        assert_eq!(one_line("a\nb\u{1b}c\u{2028}"), "a\\nb\\u{1b}c\\u{2028}");
+        assert_eq!(one_line("plain é"), "plain é");
+    }
+
+    #[test]
+    fn a_health_path_stays_inside_the_probe_url() {
+        let probe = node_probe(1, "/x'+process.exit(0)+'\\\u{1b}", "ok");
+        assert!(
+            probe.starts_with(r"fetch('http://127.0.0.1:1/x\'+process.exit(0)+\'\\\u001b')."),
+            "{probe}"
+        );
+    }
+
+    #[test]
+    fn argv_words_are_named_by_their_field() {
+        let custom = instance(|spec| {
+            spec.command = Some(OneOrMany::Many(vec!["/bin/gw".into(), "-v".into()]));
+            spec.args = Some(vec!["--x".into()]);
+        });
+        let argv: Vec<String> = ["/bin/gw", "-v", "--x"].map(String::from).into();
+        let fields: Vec<String> = (0..3).map(|i| argv_field(&custom, &argv, i)).collect();
+        assert_eq!(fields, ["command[1]", "command[2]", "args[1]"]);
+        assert_eq!(env_field("OPENCLAW_STATE_DIR"), "state_dir");
+        assert_eq!(env_field("TZ"), "env.TZ");
+        assert_eq!(env_field("a.b"), "env[\"a.b\"]");
+    }
+
+    #[test]
+    fn a_nul_is_refused_by_every_format_with_instance_and_field() {
+        let hostile = instance(|spec| {
+            spec.name = Some("hostile".into());
+            spec.env = Some(BTreeMap::from([("BAD".into(), "a\0b".into())]));
+        });
+        for format in FORMATS {
+            let err = export(format, &[&hostile]).unwrap_err();
+            assert_eq!(err.instance.as_deref(), Some("hostile"), "{format}");
+            assert_eq!(err.field, "env.BAD", "{format}");
+            assert_eq!(err.problem, Problem::Character('\0'), "{format}");
+            let message = err.to_string();
+            assert!(
+                message.contains("`hostile`") && message.contains("env.BAD"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_that_give_no_or_the_same_service_name_are_refused() {
+        let unnamed = instance(|spec| spec.name = Some("日本".into()));
+        let first = instance(|spec| spec.name = Some("a_b".into()));
+        let second = instance(|spec| {
+            spec.name = Some("a-b".into());
+            spec.profile = Some("other".into());
+        });
+        for format in [Format::Compose, Format::Kubernetes, Format::Nomad] {
+            let err = export(format, &[&unnamed]).unwrap_err();
+            assert_eq!(
+                (err.field.as_str(), err.problem),
+                ("name", Problem::NoLabel)
+            );
+            let err = export(format, &[&first, &second]).unwrap_err();
+            assert_eq!(err.instance.as_deref(), Some("a-b"));
+            assert_eq!(
+                err.problem,
+                Problem::SameLabel {
+                    other: "a_b".into()
+                }
+            );
+        }
     }
 }

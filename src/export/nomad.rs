@@ -1,26 +1,83 @@
 //! A Nomad job: a group per instance with its static ports from the plan, the Docker driver,
 //! a volume for its state and a script check that reads the JSON body.
+//!
+//! Every string is an HCL quoted template ([`hcl`]): escapes for quotes, backslashes and
+//! control characters, and `${` / `%{` escaped so no value starts an interpolation.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::{
-    CONTAINER_STATE_DIR, Export, File, Options, container_env, container_warnings, dns_label,
-    image_of, node_probe,
+    CONTAINER_STATE_DIR, Export, ExportError, File, Format, Options, check_env, check_labels,
+    container_env, container_warnings, dns_label, env_field, image_of, node_probe, one_line,
 };
 use crate::topology::{Instance, RestartPolicy};
 
-/// An HCL string literal.
+/// An HCL string literal: `"`, `\`, newline, carriage return and tab escaped as HCL knows
+/// them, other control characters as `\uNNNN`, and the template sequences `${` and `%{` as
+/// `$${` and `%%{`.
 fn hcl(text: &str) -> String {
-    serde_json::to_string(text)
-        .expect("strings serialize")
-        .replace("${", "$${")
-        .replace("%{", "%%{")
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    // No escape above makes a `$`, `%` or `{`: these are the text's own.
+    out.replace("${", "$${").replace("%{", "%%{")
 }
 
-pub fn export(instances: &[&Instance], options: &Options, export: &mut Export) {
+/// Whether an HCL attribute can be named `text` unquoted (an identifier; `-` allowed).
+fn hcl_identifier(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The task's `env`: a block when every name is an identifier, else the map form Nomad takes
+/// for names like `a.b`.
+fn env_block(env: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    if env.keys().all(|key| hcl_identifier(key)) {
+        let _ = writeln!(out, "      env {{");
+        for (key, value) in env {
+            let _ = writeln!(out, "        {key} = {}", hcl(value));
+        }
+    } else {
+        let _ = writeln!(out, "      env = {{");
+        for (key, value) in env {
+            let _ = writeln!(out, "        {} = {}", hcl(key), hcl(value));
+        }
+    }
+    let _ = writeln!(out, "      }}");
+    out
+}
+
+pub fn export(
+    instances: &[&Instance],
+    options: &Options,
+    export: &mut Export,
+) -> Result<(), ExportError> {
+    check_labels(Format::Nomad, instances)?;
     let job = dns_label(&options.topology);
     let mut out = String::new();
-    let _ = writeln!(out, "# Written by reef from {}.", options.script.display());
+    let _ = writeln!(
+        out,
+        "# Written by reef from {}.",
+        one_line(&options.script.display().to_string())
+    );
     let _ = writeln!(
         out,
         "# Tokens: put OPENCLAW_GATEWAY_TOKEN in Nomad Variables (nomad/jobs/{job}), never here."
@@ -32,7 +89,17 @@ pub fn export(instances: &[&Instance], options: &Options, export: &mut Export) {
         if !instance.depends_on.is_empty() {
             export.warnings.push(format!(
                 "`{}`: depends_on {:?} is not expressed in Nomad (groups start together)",
-                instance.name, instance.depends_on
+                one_line(&instance.name),
+                instance.depends_on
+            ));
+        }
+        let env = container_env(instance);
+        check_env(Format::Nomad, instance, &env, |_| true)?;
+        for (key, _) in env.iter().filter(|(_, value)| value.contains("${")) {
+            export.warnings.push(format!(
+                "`{}`: Nomad interpolates ${{...}} in env values when the task starts; {} may not reach the gateway as written",
+                one_line(&instance.name),
+                one_line(&env_field(key))
             ));
         }
         let group = dns_label(&instance.name);
@@ -69,11 +136,7 @@ pub fn export(instances: &[&Instance], options: &Options, export: &mut Export) {
             hcl(&format!("{group}-state:{CONTAINER_STATE_DIR}"))
         );
         let _ = writeln!(out, "      }}");
-        let _ = writeln!(out, "      env {{");
-        for (key, value) in container_env(instance) {
-            let _ = writeln!(out, "        {key} = {}", hcl(&value));
-        }
-        let _ = writeln!(out, "      }}");
+        let _ = write!(out, "{}", env_block(&env));
         let _ = writeln!(out, "      template {{");
         let _ = writeln!(out, "        destination = \"secrets/token.env\"");
         let _ = writeln!(out, "        env         = true");
@@ -119,4 +182,52 @@ pub fn export(instances: &[&Instance], options: &Options, export: &mut Export) {
         name: format!("{job}.nomad.hcl"),
         content: out,
     });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::testing::{export, instance};
+
+    #[test]
+    fn strings_escape_quotes_controls_and_templates() {
+        assert_eq!(hcl("main"), "\"main\"");
+        assert_eq!(hcl("\"\\\n\r\t\u{1b}"), r#""\"\\\n\r\t\u001b""#);
+        assert_eq!(
+            hcl("${X} %{if} $${Y} $x %d"),
+            r#""$${X} %%{if} $$${Y} $x %d""#
+        );
+    }
+
+    #[test]
+    fn env_names_that_are_not_identifiers_use_the_map_form() {
+        let plain = BTreeMap::from([("A_B".to_owned(), "1".to_owned())]);
+        assert_eq!(
+            env_block(&plain),
+            "      env {\n        A_B = \"1\"\n      }\n"
+        );
+        let dotted = BTreeMap::from([
+            ("A_B".to_owned(), "1".to_owned()),
+            ("a.b = 1 }\n".to_owned(), "2".to_owned()),
+        ]);
+        assert_eq!(
+            env_block(&dotted),
+            "      env = {\n        \"A_B\" = \"1\"\n        \"a.b = 1 }\\n\" = \"2\"\n      }\n"
+        );
+    }
+
+    #[test]
+    fn an_interpolation_in_an_env_value_is_named_in_a_warning() {
+        let templated = instance(|spec| {
+            spec.env = Some([("T".into(), "${node.class}".into())].into());
+        });
+        let export = export(Format::Nomad, &[&templated]).unwrap();
+        assert!(export.files[0].content.contains("T = \"$${node.class}\""));
+        assert!(
+            export.warnings.iter().any(|w| w.contains("env.T")),
+            "{:?}",
+            export.warnings
+        );
+    }
 }

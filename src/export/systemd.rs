@@ -1,23 +1,57 @@
 //! systemd user units: one per instance, compatible with the unit `openclaw gateway install`
 //! writes (same name, same environment contract, no restart loop on exit 78), or one unit that
 //! runs `reef up` itself.
+//!
+//! Quoting follows systemd.syntax(7): `Environment=` assignments and `ExecStart=` words are
+//! double-quoted with C escapes, `%` doubled (specifiers) and, in `ExecStart=`, `$` doubled
+//! (variables). Other settings cannot be quoted: a control character there, whitespace at an
+//! end or a trailing backslash (a line continuation) is refused, never written.
 
 use std::fmt::Write;
 
-use super::{Export, File, Options, host_launch};
+use super::{
+    Export, ExportError, File, Format, Options, Problem, argv_field, check_chars, check_env,
+    env_field, host_launch, is_identifier, one_line,
+};
 use crate::topology::{Instance, RestartPolicy};
 
 /// The first line of every unit reef writes.
 const MARKER: &str = "# Written by reef";
 
-/// Quotes one word for `ExecStart=`: `$` and `%` are escaped, spaces and quotes quoted.
+/// Prefixes systemd reads off the first word of `ExecStart=`, quoted or not.
+const EXEC_PREFIXES: &[char] = &['-', '@', ':', '+', '!', '|'];
+
+/// A double-quoted string as systemd unquotes it: `"`, `\` and control characters as C
+/// escapes. What systemd expands afterwards (`%`, `$`) is the caller's to escape.
+fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Quotes one word for `ExecStart=`: `$` and `%` are escaped; a word with spaces, quotes,
+/// backslashes, control characters or `;` (a command separator) is quoted.
 fn exec_word(word: &str) -> String {
     let escaped = word.replace('%', "%%").replace('$', "$$");
     if escaped.is_empty()
-        || escaped
-            .contains(|c: char| c.is_whitespace() || c == '"' || c == '\\' || c == '\'' || c == ';')
+        || escaped.contains(|c: char| {
+            c.is_whitespace() || c.is_control() || matches!(c, '"' | '\\' | '\'' | ';')
+        })
     {
-        format!("\"{}\"", escaped.replace('\\', "\\\\").replace('"', "\\\""))
+        quoted(&escaped)
     } else {
         escaped
     }
@@ -25,11 +59,58 @@ fn exec_word(word: &str) -> String {
 
 /// An `Environment=` line: the assignment quoted, specifiers escaped.
 fn environment(key: &str, value: &str) -> String {
-    let assignment = format!("{key}={value}").replace('%', "%%");
     format!(
-        "Environment=\"{}\"",
-        assignment.replace('\\', "\\\\").replace('"', "\\\"")
+        "Environment={}",
+        quoted(&format!("{key}={value}").replace('%', "%%"))
     )
+}
+
+/// Checks the program of `ExecStart=`: systemd takes a leading `-@:+!|` for a prefix and
+/// refuses quotes, backslashes and control characters in it; its `$` would not be expanded
+/// while the argv[0] it passes would be, so `$` is refused too.
+fn check_program(
+    program: &str,
+    refuse: impl Fn(Problem) -> ExportError,
+) -> Result<(), ExportError> {
+    check_chars(program, |_| true, &refuse)?;
+    let first = program.chars().next().filter(|c| EXEC_PREFIXES.contains(c));
+    let unsafe_char = program
+        .chars()
+        .find(|&c| c.is_control() || matches!(c, '"' | '\'' | '\\' | '$'));
+    match first.or(unsafe_char) {
+        Some(c) => Err(refuse(Problem::Executable(c))),
+        None => Ok(()),
+    }
+}
+
+/// Checks a value for a setting systemd takes unquoted (a path): no control character, no
+/// whitespace at either end (stripped), no trailing backslash (it continues the line).
+fn check_unquoted(value: &str, refuse: impl Fn(Problem) -> ExportError) -> Result<(), ExportError> {
+    check_chars(value, |c| !c.is_control(), &refuse)?;
+    if value.starts_with(char::is_whitespace) || value.ends_with(char::is_whitespace) {
+        return Err(refuse(Problem::EdgeWhitespace));
+    }
+    if value.ends_with('\\') {
+        return Err(refuse(Problem::TrailingBackslash));
+    }
+    Ok(())
+}
+
+/// The words of `ExecStart=` for `argv`, each checked; `refuse` names word `index` in errors.
+fn exec_line(
+    argv: &[String],
+    refuse: impl Fn(usize, &str, Problem) -> ExportError,
+) -> Result<String, ExportError> {
+    let mut words = Vec::with_capacity(argv.len());
+    for (index, word) in argv.iter().enumerate() {
+        if index == 0 {
+            check_program(word, |problem| refuse(index, word, problem))?;
+        } else {
+            check_chars(word, |_| true, |problem| refuse(index, word, problem))?;
+        }
+        words.push(exec_word(word));
+    }
+    Ok(words.join(" "))
 }
 
 fn restart(policy: RestartPolicy) -> &'static str {
@@ -41,19 +122,44 @@ fn restart(policy: RestartPolicy) -> &'static str {
 }
 
 /// One unit per instance, named as OpenClaw names its own (`openclaw-gateway-PROFILE.service`).
-pub fn per_instance(instances: &[&Instance], options: &Options, export: &mut Export) {
+pub fn per_instance(
+    instances: &[&Instance],
+    options: &Options,
+    export: &mut Export,
+) -> Result<(), ExportError> {
     for instance in instances {
+        for key in instance.env.keys().filter(|key| !is_identifier(key)) {
+            export.warnings.push(format!(
+                "`{}`: systemd ignores {}: it takes variable names of letters, digits and '_' only",
+                one_line(&instance.name),
+                one_line(&env_field(key))
+            ));
+        }
         export.files.push(File {
             name: instance.systemd_unit.clone(),
-            content: unit(instance, instances, options),
+            content: unit(instance, instances, options)?,
         });
     }
+    Ok(())
 }
 
-fn unit(instance: &Instance, all: &[&Instance], options: &Options) -> String {
+fn unit(instance: &Instance, all: &[&Instance], options: &Options) -> Result<String, ExportError> {
+    let refuse = |field: String, value: &str, problem| {
+        ExportError::new(Format::Systemd, Some(instance), field, value, problem)
+    };
     let mut unit = String::new();
     let launch = host_launch(instance, options);
-    let argv: Vec<String> = launch.argv.iter().map(|w| exec_word(w)).collect();
+    let exec = exec_line(&launch.argv, |index, word, problem| {
+        refuse(argv_field(instance, &launch.argv, index), word, problem)
+    })?;
+    check_env(Format::Systemd, instance, &launch.env, |_| true)?;
+    check_chars(
+        &instance.name,
+        |c| !c.is_control(),
+        |problem| refuse("name".into(), &instance.name, problem),
+    )?;
+    let cwd = launch.cwd.display().to_string();
+    check_unquoted(&cwd, |problem| refuse("state_dir".into(), &cwd, problem))?;
     let dependencies: Vec<&str> = instance
         .depends_on
         .iter()
@@ -63,8 +169,8 @@ fn unit(instance: &Instance, all: &[&Instance], options: &Options) -> String {
     let _ = writeln!(
         unit,
         "{MARKER} from {}; instance `{}`.",
-        options.script.display(),
-        instance.name
+        one_line(&options.script.display().to_string()),
+        one_line(&instance.name)
     );
     let _ = writeln!(
         unit,
@@ -74,7 +180,9 @@ fn unit(instance: &Instance, all: &[&Instance], options: &Options) -> String {
     let _ = writeln!(
         unit,
         "Description=OpenClaw gateway {} (profile {}, port {})",
-        instance.name, instance.profile, instance.port
+        instance.name.replace('%', "%%"),
+        instance.profile,
+        instance.port
     );
     let _ = writeln!(
         unit,
@@ -95,16 +203,12 @@ fn unit(instance: &Instance, all: &[&Instance], options: &Options) -> String {
     let _ = writeln!(unit);
     let _ = writeln!(unit, "[Service]");
     let _ = writeln!(unit, "Type=simple");
-    let _ = writeln!(unit, "ExecStart={}", argv.join(" "));
+    let _ = writeln!(unit, "ExecStart={exec}");
     for (key, value) in &launch.env {
         let _ = writeln!(unit, "{}", environment(key, value));
     }
     // `-`: a state dir that does not exist yet is no error; the gateway creates it.
-    let _ = writeln!(
-        unit,
-        "WorkingDirectory=-{}",
-        launch.cwd.display().to_string().replace('%', "%%")
-    );
+    let _ = writeln!(unit, "WorkingDirectory=-{}", cwd.replace('%', "%%"));
     let _ = writeln!(unit, "Restart={}", restart(instance.restart.policy));
     let _ = writeln!(
         unit,
@@ -122,7 +226,7 @@ fn unit(instance: &Instance, all: &[&Instance], options: &Options) -> String {
     let _ = writeln!(unit);
     let _ = writeln!(unit, "[Install]");
     let _ = writeln!(unit, "WantedBy=default.target");
-    unit
+    Ok(unit)
 }
 
 /// The name of the unit that runs `reef up` for a topology.
@@ -133,12 +237,33 @@ pub fn supervisor_unit_name(topology: &str) -> String {
 /// One unit that runs `reef up` on the script. `KillMode=process`: systemd signals only reef,
 /// which stops its gateways itself on SIGTERM; if reef crashes, systemd restarts it and the
 /// new reef adopts the gateways that kept running.
-pub fn supervisor(options: &Options) -> File {
+pub fn supervisor(options: &Options) -> Result<File, ExportError> {
+    let script = options.script.display().to_string();
+    let reef = options.binaries.reef.display().to_string();
+    let refuse = |field: &str, value: &str, problem| {
+        ExportError::new(Format::Systemd, None, field, value, problem)
+    };
+    let exec = exec_line(
+        &[reef, "up".into(), script.clone()],
+        |index, word, problem| {
+            let field = if index == 0 {
+                "reef's binary"
+            } else {
+                "the script's path"
+            };
+            refuse(field, word, problem)
+        },
+    )?;
+    check_chars(
+        &options.topology,
+        |c| !c.is_control(),
+        |problem| refuse("the topology's name", &options.topology, problem),
+    )?;
     let mut unit = String::new();
     let _ = writeln!(
         unit,
         "{MARKER} from {}; runs `reef up` on it.",
-        options.script.display()
+        one_line(&script)
     );
     let _ = writeln!(
         unit,
@@ -148,19 +273,14 @@ pub fn supervisor(options: &Options) -> File {
     let _ = writeln!(
         unit,
         "Description=reef: OpenClaw gateways of {}",
-        options.topology
+        options.topology.replace('%', "%%")
     );
     let _ = writeln!(unit, "After=network-online.target");
     let _ = writeln!(unit, "Wants=network-online.target");
     let _ = writeln!(unit);
     let _ = writeln!(unit, "[Service]");
     let _ = writeln!(unit, "Type=simple");
-    let _ = writeln!(
-        unit,
-        "ExecStart={} up {}",
-        exec_word(&options.binaries.reef.display().to_string()),
-        exec_word(&options.script.display().to_string())
-    );
+    let _ = writeln!(unit, "ExecStart={exec}");
     let _ = writeln!(unit, "ExecReload=/bin/kill -HUP $MAINPID");
     let _ = writeln!(unit, "Restart=always");
     let _ = writeln!(unit, "RestartSec=1");
@@ -173,15 +293,17 @@ pub fn supervisor(options: &Options) -> File {
     let _ = writeln!(unit);
     let _ = writeln!(unit, "[Install]");
     let _ = writeln!(unit, "WantedBy=default.target");
-    File {
+    Ok(File {
         name: supervisor_unit_name(&options.topology),
         content: unit,
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::testing::{export, instance, options};
+    use crate::topology::OneOrMany;
 
     #[test]
     fn exec_words_are_quoted_and_escaped() {
@@ -193,5 +315,96 @@ mod tests {
             environment("A", "x \"y\" 5%"),
             "Environment=\"A=x \\\"y\\\" 5%%\""
         );
+    }
+
+    /// The bug: `x\nExecStartPre=/bin/evil` in an env value or argument put a directive on a
+    /// line of its own.
+    #[test]
+    fn a_newline_in_a_value_is_escaped_not_a_new_directive() {
+        assert_eq!(
+            environment("EVIL", "x\nExecStartPre=/bin/sh"),
+            r#"Environment="EVIL=x\nExecStartPre=/bin/sh""#
+        );
+        assert_eq!(
+            exec_word("x\nExecStartPre=/bin/sh"),
+            r#""x\nExecStartPre=/bin/sh""#
+        );
+        assert_eq!(exec_word("%h $HOME ${X}"), r#""%%h $$HOME $${X}""#);
+        assert_eq!(
+            exec_word("\"q\" \\ \t\r\u{1b}\u{7f}\u{85}"),
+            r#""\"q\" \\ \t\r\x1b\x7f\u0085""#
+        );
+        assert_eq!(exec_word(""), r#""""#);
+        assert_eq!(exec_word(";"), r#"";""#);
+    }
+
+    #[test]
+    fn paths_systemd_cannot_quote_are_refused_with_instance_and_field() {
+        for (path, problem) in [
+            ("/tmp/a\nExecStartPre=/bin/sh", Problem::Character('\n')),
+            ("/tmp/a\u{1b}", Problem::Character('\u{1b}')),
+            ("/tmp/a ", Problem::EdgeWhitespace),
+            ("/tmp/a\\", Problem::TrailingBackslash),
+        ] {
+            let hostile = instance(|spec| {
+                spec.name = Some("hostile".into());
+                spec.state_dir = Some(path.into());
+            });
+            let err = export(Format::Systemd, &[&hostile]).unwrap_err();
+            assert_eq!(err.instance.as_deref(), Some("hostile"));
+            assert_eq!(err.field, "state_dir");
+            assert_eq!(err.problem, problem, "{path:?}");
+            let message = err.to_string();
+            assert!(message.contains("`hostile`") && message.contains("state_dir"));
+            assert!(!message.contains('\n'), "{message}");
+        }
+    }
+
+    #[test]
+    fn programs_systemd_would_misread_are_refused() {
+        for (program, refused) in [
+            ("-/bin/true", '-'),
+            ("@/bin/true", '@'),
+            ("/bin/$x", '$'),
+            ("/bin/a\"b", '"'),
+            ("/bin/a\nb", '\n'),
+        ] {
+            let hostile = instance(|spec| {
+                spec.command = Some(OneOrMany::Many(vec![program.into(), "-v".into()]));
+            });
+            let err = export(Format::Systemd, &[&hostile]).unwrap_err();
+            assert_eq!(err.field, "command[1]");
+            assert_eq!(err.problem, Problem::Executable(refused), "{program:?}");
+        }
+        // Past the program, anything but a NUL is quoted.
+        let hostile = instance(|spec| {
+            spec.command = Some(OneOrMany::Many(vec!["/bin/true".into(), "-@$\n".into()]));
+        });
+        assert!(export(Format::Systemd, &[&hostile]).is_ok());
+    }
+
+    #[test]
+    fn a_name_is_escaped_in_the_description_or_refused() {
+        let percent = instance(|spec| spec.name = Some("50% off".into()));
+        let unit = &export(Format::Systemd, &[&percent]).unwrap().files[0].content;
+        assert!(unit.contains("\nDescription=OpenClaw gateway 50%% off (profile main"));
+        let newline = instance(|spec| spec.name = Some("a\nExecStartPre=/bin/sh".into()));
+        let err = export(Format::Systemd, &[&newline]).unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.problem),
+            ("name", Problem::Character('\n'))
+        );
+    }
+
+    #[test]
+    fn the_supervisor_unit_quotes_the_script_path() {
+        let mut options = options();
+        options.script = "/srv/a b\n%h$x.lua".into();
+        let unit = supervisor(&options).unwrap().content;
+        assert!(
+            unit.contains("\nExecStart=/usr/bin/reef up \"/srv/a b\\n%%h$$x.lua\"\n"),
+            "{unit}"
+        );
+        assert!(unit.starts_with("# Written by reef from /srv/a b\\n%h$x.lua;"));
     }
 }

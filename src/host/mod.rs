@@ -42,3 +42,31 @@ fn rustix_pid(pid: u32) -> Option<rustix::process::Pid> {
 fn proc_handle(pid: u32) -> Option<procfs::process::Process> {
     procfs::process::Process::new(i32::try_from(pid).ok().filter(|&p| p > 0)?).ok()
 }
+
+/// Makes a child get SIGKILL if reef dies while it runs, so no hook program or evaluation
+/// outlives a crashed reef. Linux ties this to the *thread* that forks, not to reef as a whole:
+/// callers spawn from a thread that lives until this child has ended. Grandchildren do not
+/// inherit it (fork clears it); group kills and markers cover them.
+#[cfg(target_os = "linux")]
+pub fn end_with_parent(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let reef = rustix::process::getpid();
+    let hook = move || -> std::io::Result<()> {
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+        // Had reef died before the line above, no signal would ever come: do not start.
+        if rustix::process::getppid() != Some(reef) {
+            return Err(rustix::io::Errno::SRCH.into());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe calls
+    // are allowed: it makes two plain system calls and allocates nothing (an Errno converts to
+    // an io::Error without allocating).
+    unsafe {
+        command.pre_exec(hook);
+    }
+}
+
+/// Elsewhere nothing ends the child if reef dies.
+#[cfg(not(target_os = "linux"))]
+pub fn end_with_parent(_command: &mut std::process::Command) {}

@@ -37,6 +37,10 @@ const EXEC_OUTPUT_LIMIT: usize = 1 << 20;
 
 const HOOKS: &str = "reef.hooks";
 const TIMERS: &str = "reef.timers";
+/// The thread of the hook or timer running now (absent between runs).
+const CURRENT_TASK: &str = "reef.current_task";
+/// What `reef.exec` yields to the scheduler with, so a hook's own `coroutine.yield` is told apart.
+const EXEC_SENTINEL: &str = "reef.exec_sentinel";
 
 /// An action a hook asks of the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +56,22 @@ pub struct Attachment {
     pub act: Box<dyn Fn(Action) -> Result<(), String> + Send>,
     /// A snapshot of the topology's status.
     pub status: Box<dyn Fn() -> serde_json::Value + Send>,
+    /// Where programs started by `reef.exec` from a hook report their end; `None`: `reef.exec`
+    /// waits for the program itself.
+    pub exec_done: Option<std::sync::mpsc::Sender<ExecDone>>,
 }
+
+/// A program started by `reef.exec` from a hook has ended (or could not run).
+#[derive(Debug)]
+pub struct ExecDone {
+    pub ticket: u64,
+    pub result: Result<(i32, Vec<u8>, Vec<u8>), String>,
+}
+
+/// Programs run by hooks at once, at most.
+const MAX_RUNNING_EXECS: usize = 16;
+static RUNNING_EXECS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static NEXT_TICKET: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 pub(super) fn register(lua: &Lua, reef: &Table) -> mlua::Result<()> {
     lua.set_named_registry_value(HOOKS, lua.create_table()?)?;
@@ -82,7 +101,7 @@ pub(super) fn register(lua: &Lua, reef: &Table) -> mlua::Result<()> {
         "restart",
         lua.create_function(|lua, name: Value| act(lua, "reef.restart", name, Action::Restart))?,
     )?;
-    reef.set("exec", lua.create_function(exec)?)?;
+    reef.set("exec", exec_function(lua)?)?;
     reef.set("status", lua.create_function(status)?)?;
     let log = lua.create_table()?;
     log.set(
@@ -266,28 +285,85 @@ fn to_lua(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
 
 /// `reef.exec{ "cmd", "arg", timeout = 10, env = {...}, cwd = "..." }` -> code, stdout, stderr,
 /// or `nil, err` when it cannot start or runs past its timeout.
-fn exec(lua: &Lua, spec: Value) -> mlua::Result<(Value, Value, Value)> {
+///
+/// Inside a hook or timer run by the hook host, the program runs on a thread of its own and the
+/// hook's coroutine yields until it ends, so other hooks and timers go on meanwhile. Where a
+/// coroutine cannot yield (a `table.sort` comparator, a `string.gsub` callback) or inside a
+/// coroutine of the script's own, it waits for the program.
+fn exec_function(lua: &Lua) -> mlua::Result<Function> {
+    lua.set_named_registry_value(EXEC_SENTINEL, lua.create_table()?)?;
+    let coroutine: Table = lua.globals().get("coroutine")?;
+    lua.load(
+        "local start, run, in_task, sentinel, yield, isyieldable = ...\n\
+         return function(spec)\n\
+           if in_task() and isyieldable() then\n\
+             local ticket = start(spec)\n\
+             return yield(sentinel, ticket)\n\
+           end\n\
+           return run(spec)\n\
+         end",
+    )
+    .set_name("=reef.exec")
+    .call((
+        lua.create_function(exec_start)?,
+        lua.create_function(exec)?,
+        lua.create_function(|lua, ()| Ok(in_current_task(lua)))?,
+        lua.named_registry_value::<Table>(EXEC_SENTINEL)?,
+        coroutine.get::<Function>("yield")?,
+        coroutine.get::<Function>("isyieldable")?,
+    ))
+}
+
+/// Whether Lua runs on the thread of the current hook task itself (not a coroutine of its own)
+/// and programs can be waited for without blocking.
+fn in_current_task(lua: &Lua) -> bool {
+    let scheduled = state(lua)
+        .attachment
+        .as_ref()
+        .is_some_and(|attachment| attachment.exec_done.is_some());
+    scheduled
+        && lua
+            .named_registry_value::<Option<mlua::Thread>>(CURRENT_TASK)
+            .ok()
+            .flatten()
+            .is_some_and(|task| task.to_pointer() == lua.current_thread().to_pointer())
+}
+
+/// A checked `reef.exec` table.
+struct ExecSpec {
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+    cwd: Option<String>,
+    timeout: Duration,
+}
+
+fn exec_spec(lua: &Lua, spec: Value, level: usize) -> mlua::Result<ExecSpec> {
     const USAGE: &str =
         "reef.exec{ \"cmd\", \"arg\", timeout = 10, env = { K = \"v\" }, cwd = \"/dir\" }";
+    let misuse = |message: String| {
+        mlua::Error::external(ScriptError::at(
+            ScriptErrorKind::InvalidField,
+            caller_location(lua, level),
+            message,
+        ))
+    };
     let Value::Table(spec) = spec else {
-        return Err(misuse(lua, format!("expected {USAGE}")));
+        return Err(misuse(format!("expected {USAGE}")));
     };
     let argv: Vec<String> = spec
         .sequence_values::<String>()
         .collect::<mlua::Result<_>>()
         .map_err(|_| {
-            misuse(
-                lua,
-                format!("reef.exec: the list part is the argv, all strings: {USAGE}"),
-            )
+            misuse(format!(
+                "reef.exec: the list part is the argv, all strings: {USAGE}"
+            ))
         })?;
     if argv.is_empty() {
-        return Err(misuse(lua, format!("reef.exec: name a program: {USAGE}")));
+        return Err(misuse(format!("reef.exec: name a program: {USAGE}")));
     }
     let timeout: f64 = spec.get::<Option<f64>>("timeout")?.unwrap_or(10.0);
     if !timeout.is_finite() || timeout <= 0.0 || timeout > crate::topology::MAX_SECONDS {
         return Err(misuse(
-            lua,
             "reef.exec: timeout must be more than 0 seconds".into(),
         ));
     }
@@ -295,22 +371,44 @@ fn exec(lua: &Lua, spec: Value) -> mlua::Result<(Value, Value, Value)> {
         .get::<Option<BTreeMap<String, String>>>("env")?
         .unwrap_or_default();
     let cwd: Option<String> = spec.get("cwd")?;
+    let nul = argv
+        .iter()
+        .chain(env.keys())
+        .chain(env.values())
+        .chain(cwd.iter())
+        .any(|text| text.contains('\0'));
+    if nul {
+        return Err(misuse(
+            "reef.exec: a NUL byte (\\0) cannot be passed to a program".into(),
+        ));
+    }
     if state(lua).attachment.is_none() {
         return Err(misuse(
-            lua,
             "reef.exec runs programs: call it from a hook (reef.on, reef.every, reef.after); evaluating a topology has no effects".into(),
         ));
     }
+    Ok(ExecSpec {
+        argv,
+        env,
+        cwd,
+        timeout: Duration::from_secs_f64(timeout),
+    })
+}
 
+/// `reef.exec` where it waits for the program.
+fn exec(lua: &Lua, spec: Value) -> mlua::Result<(Value, Value, Value)> {
+    let spec = exec_spec(lua, spec, 1)?;
     let started = Instant::now();
-    let outcome = run_command(
-        &argv,
-        &env,
-        cwd.as_deref(),
-        Duration::from_secs_f64(timeout),
-    );
+    let outcome = run_command(&spec.argv, &spec.env, spec.cwd.as_deref(), spec.timeout);
     // Time spent waiting for the program is not the hook's own work.
     state(lua).budget.started += started.elapsed();
+    exec_results(lua, outcome)
+}
+
+fn exec_results(
+    lua: &Lua,
+    outcome: Result<(i32, Vec<u8>, Vec<u8>), String>,
+) -> mlua::Result<(Value, Value, Value)> {
     let text =
         |bytes: Vec<u8>| -> mlua::Result<Value> { Ok(Value::String(lua.create_string(bytes)?)) };
     match outcome {
@@ -323,6 +421,48 @@ fn exec(lua: &Lua, spec: Value) -> mlua::Result<(Value, Value, Value)> {
             Value::Nil,
         )),
     }
+}
+
+/// `reef.exec` from a hook task: starts the program on a thread and returns its ticket; the
+/// task yields until [`Automaton::exec_done`] resumes it.
+fn exec_start(lua: &Lua, spec: Value) -> mlua::Result<Value> {
+    use std::sync::atomic::Ordering;
+    let spec = exec_spec(lua, spec, 2)?;
+    let Some(done) = state(lua)
+        .attachment
+        .as_ref()
+        .and_then(|attachment| attachment.exec_done.clone())
+    else {
+        return Err(mlua::Error::runtime(
+            "reef.exec: this hook runs without a scheduler for programs",
+        ));
+    };
+    let ticket = NEXT_TICKET.fetch_add(1, Ordering::Relaxed);
+    if RUNNING_EXECS.fetch_add(1, Ordering::SeqCst) >= MAX_RUNNING_EXECS {
+        RUNNING_EXECS.fetch_sub(1, Ordering::SeqCst);
+        let _ = done.send(ExecDone {
+            ticket,
+            result: Err(format!(
+                "{MAX_RUNNING_EXECS} programs started by hooks are still running; `{}` was not started",
+                spec.argv[0]
+            )),
+        });
+        return Ok(Value::Integer(ticket as i64));
+    }
+    let spawned = std::thread::Builder::new()
+        .name("reef-exec".into())
+        .spawn(move || {
+            let result = run_command(&spec.argv, &spec.env, spec.cwd.as_deref(), spec.timeout);
+            RUNNING_EXECS.fetch_sub(1, Ordering::SeqCst);
+            let _ = done.send(ExecDone { ticket, result });
+        });
+    if let Err(err) = spawned {
+        RUNNING_EXECS.fetch_sub(1, Ordering::SeqCst);
+        return Err(mlua::Error::runtime(format!(
+            "reef.exec: cannot start a thread for the program: {err}"
+        )));
+    }
+    Ok(Value::Integer(ticket as i64))
 }
 
 /// Runs a program in its own process group with output captured; kills the group on timeout.
@@ -353,7 +493,7 @@ fn run_command(
         };
         command.envs(markers.vars());
     }
-    end_with_reef(&mut command);
+    host::end_with_parent(&mut command);
     // Tracked: reef's orphan reaper must leave this child's exit status to the wait below.
     let mut child = host::reaper::spawn_tracked(|| command.spawn(), |child| Some(child.id()))
         .map_err(|err| format!("cannot run `{}`: {err}", argv[0]))?;
@@ -446,35 +586,6 @@ impl Drop for Untrack {
     }
 }
 
-/// Makes the child get SIGKILL if reef dies while it runs, so no hook program outlives a crashed
-/// reef. Linux ties this to the *thread* that forks, not to reef as a whole: here that is the
-/// hook thread, which lives as long as reef and in any case waits in [`run_command`] until this
-/// child has ended. Grandchildren do not inherit it (fork clears it); the group kill and the
-/// markers cover them.
-#[cfg(target_os = "linux")]
-fn end_with_reef(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    let reef = rustix::process::getpid();
-    let hook = move || -> std::io::Result<()> {
-        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-        // Had reef died before the line above, no signal would ever come: do not start.
-        if rustix::process::getppid() != Some(reef) {
-            return Err(rustix::io::Errno::SRCH.into());
-        }
-        Ok(())
-    };
-    // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe calls
-    // are allowed: it makes two plain system calls and allocates nothing (an Errno converts to
-    // an io::Error without allocating).
-    unsafe {
-        command.pre_exec(hook);
-    }
-}
-
-/// Elsewhere the child is only killed with its group on timeout: nothing ends it if reef dies.
-#[cfg(not(target_os = "linux"))]
-fn end_with_reef(_command: &mut Command) {}
-
 /// After an evaluation: every `reef.on(event, name, ...)` must name a declared instance.
 pub(super) fn check_hook_names(lua: &Lua) -> mlua::Result<()> {
     let names: Vec<String> = state(lua)
@@ -512,17 +623,39 @@ pub(super) fn check_hook_names(lua: &Lua) -> mlua::Result<()> {
 
 /// A timer of the running script.
 struct Timer {
+    id: u64,
     function: Function,
     period: Option<Duration>,
     due: Instant,
     place: String,
 }
 
+/// A hook or timer run: a coroutine, with the budget it has used so far (it pauses while it
+/// waits for a program started by `reef.exec`).
+struct Task {
+    thread: mlua::Thread,
+    what: String,
+    used: Duration,
+    instructions: u64,
+    /// The timer it runs for: a repeating timer does not fire again while a run still waits.
+    timer: Option<u64>,
+}
+
 /// A successfully evaluated script's VM, kept to run its hooks and timers.
+///
+/// Each hook or timer runs as a coroutine under its own budget. One that calls `reef.exec`
+/// yields until the program ends ([`Automaton::exec_done`]); the others go on meanwhile.
 pub struct Automaton {
     lua: Lua,
     timers: Vec<Timer>,
+    next_timer: u64,
+    waiting: std::collections::HashMap<u64, Task>,
+    /// Told before each run of a hook or timer (the hook host tells its parent).
+    announce: Option<Announcer>,
 }
+
+/// Told what runs before each run of a hook or timer.
+type Announcer = Box<dyn Fn(&str) + Send>;
 
 impl Automaton {
     /// Takes over the VM of an evaluation (its state must still be attached).
@@ -530,6 +663,9 @@ impl Automaton {
         let mut automaton = Automaton {
             lua,
             timers: Vec::new(),
+            next_timer: 0,
+            waiting: std::collections::HashMap::new(),
+            announce: None,
         };
         automaton.take_new_timers()?;
         Ok(automaton)
@@ -544,7 +680,9 @@ impl Automaton {
             let entry = entry?;
             let seconds: f64 = entry.get("seconds")?;
             let repeat: bool = entry.get("repeat")?;
+            self.next_timer += 1;
             self.timers.push(Timer {
+                id: self.next_timer,
                 function: entry.get("fn")?,
                 period: repeat.then(|| Duration::from_secs_f64(seconds)),
                 due: now + Duration::from_secs_f64(seconds),
@@ -558,6 +696,11 @@ impl Automaton {
     /// Lends the hooks the running supervisor's actions and status.
     pub fn attach(&mut self, attachment: Attachment) {
         state(&self.lua).attachment = Some(attachment);
+    }
+
+    /// Calls `announce` with what runs before each run of a hook or timer.
+    pub fn announce_runs(&mut self, announce: impl Fn(&str) + Send + 'static) {
+        self.announce = Some(Box::new(announce));
     }
 
     pub fn hook_count(&self) -> usize {
@@ -600,7 +743,7 @@ impl Automaton {
                     continue;
                 }
             };
-            self.call(&function, argument, &format!("{kind} hook at {place}"));
+            self.call(&function, argument, format!("{kind} hook at {place}"), None);
         }
     }
 
@@ -612,23 +755,26 @@ impl Automaton {
     /// Runs the timers that are due.
     pub fn run_due_timers(&mut self) {
         let now = Instant::now();
-        let due: Vec<usize> = (0..self.timers.len())
-            .filter(|&i| self.timers[i].due <= now)
-            .collect();
         // Take the due timers out first: their functions may schedule new ones.
-        let mut fired = Vec::new();
-        let mut kept = Vec::new();
-        for (index, timer) in std::mem::take(&mut self.timers).into_iter().enumerate() {
-            if due.contains(&index) {
-                fired.push(timer);
-            } else {
-                kept.push(timer);
-            }
-        }
+        let (fired, kept): (Vec<Timer>, Vec<Timer>) = std::mem::take(&mut self.timers)
+            .into_iter()
+            .partition(|timer| timer.due <= now);
         self.timers = kept;
         for mut timer in fired {
-            let function = timer.function.clone();
-            self.call(&function, Value::Nil, &format!("timer at {}", timer.place));
+            let still_waiting = self
+                .waiting
+                .values()
+                .any(|task| task.timer == Some(timer.id));
+            if still_waiting {
+                tracing::warn!(
+                    "timer at {} is due but its last run still waits for a program; skipped",
+                    timer.place
+                );
+            } else {
+                let function = timer.function.clone();
+                let what = format!("timer at {}", timer.place);
+                self.call(&function, Value::Nil, what, Some(timer.id));
+            }
             if let Some(period) = timer.period {
                 timer.due = Instant::now() + period;
                 self.timers.push(timer);
@@ -636,25 +782,96 @@ impl Automaton {
         }
     }
 
+    /// A program started by `reef.exec` ended: the hook that waits for it goes on.
+    pub fn exec_done(&mut self, done: ExecDone) {
+        let Some(task) = self.waiting.remove(&done.ticket) else {
+            return;
+        };
+        let results = match exec_results(&self.lua, done.result) {
+            Ok((code, stdout, stderr)) => mlua::MultiValue::from_iter([code, stdout, stderr]),
+            Err(err) => {
+                tracing::error!("{}: cannot pass the program's results: {err}", task.what);
+                return;
+            }
+        };
+        self.resume(task, results);
+    }
+
     /// One hook invocation under a fresh budget; errors and overruns are logged, never raised.
-    fn call(&mut self, function: &Function, argument: Value, what: &str) {
+    fn call(&mut self, function: &Function, argument: Value, what: String, timer: Option<u64>) {
+        let thread = match self.lua.create_thread(function.clone()) {
+            Ok(thread) => thread,
+            Err(err) => {
+                tracing::error!("{what} cannot run: {err}");
+                return;
+            }
+        };
+        let task = Task {
+            thread,
+            what,
+            used: Duration::ZERO,
+            instructions: 0,
+            timer,
+        };
+        self.resume(task, mlua::MultiValue::from_iter([argument]));
+    }
+
+    /// Runs `task` until it ends, fails or waits for a program, with the budget it has left.
+    fn resume(&mut self, mut task: Task, arguments: mlua::MultiValue) {
+        if let Some(announce) = &self.announce {
+            announce(&task.what);
+        }
+        let started = Instant::now();
         {
             let mut state = state(&self.lua);
             state.budget.limits = HOOK_LIMITS;
-            state.budget.started = Instant::now();
-            state.budget.instructions = 0;
+            state.budget.started = started - task.used;
+            state.budget.instructions = task.instructions;
             state.budget.last_location = None;
         }
-        if let Err(err) = function.call::<()>(argument) {
-            let near = state(&self.lua).budget.last_location.clone();
-            let err = ScriptError::from_lua(&err, near);
-            match err.kind {
-                ScriptErrorKind::Budget => tracing::error!("{what} was stopped: {err}"),
-                _ => tracing::error!("{what} failed: {err}"),
+        let _ = self
+            .lua
+            .set_named_registry_value(CURRENT_TASK, task.thread.clone());
+        let outcome = task.thread.resume::<mlua::MultiValue>(arguments);
+        let _ = self.lua.set_named_registry_value(CURRENT_TASK, Value::Nil);
+        task.used += started.elapsed();
+        task.instructions = state(&self.lua).budget.instructions;
+        match outcome {
+            Err(err) => {
+                let near = state(&self.lua).budget.last_location.clone();
+                let err = ScriptError::from_lua(&err, near);
+                match err.kind {
+                    ScriptErrorKind::Budget => tracing::error!("{} was stopped: {err}", task.what),
+                    _ => tracing::error!("{} failed: {err}", task.what),
+                }
             }
+            Ok(_) if task.thread.status() != mlua::thread::ThreadStatus::Resumable => {}
+            Ok(yielded) => match self.exec_ticket(&yielded) {
+                Some(ticket) => {
+                    self.waiting.insert(ticket, task);
+                }
+                None => tracing::error!(
+                    "{} yielded outside a coroutine of its own; it was ended (only reef.exec \
+                     may pause a hook)",
+                    task.what
+                ),
+            },
         }
         if let Err(err) = self.take_new_timers() {
-            tracing::error!("{what}: cannot schedule its timers: {err}");
+            tracing::error!("cannot schedule new timers: {err}");
+        }
+    }
+
+    /// The ticket of a `reef.exec` yield: the sentinel, then the ticket.
+    fn exec_ticket(&self, yielded: &mlua::MultiValue) -> Option<u64> {
+        let sentinel = self.lua.named_registry_value::<Table>(EXEC_SENTINEL).ok()?;
+        match yielded.iter().collect::<Vec<_>>().as_slice() {
+            [Value::Table(first), Value::Integer(ticket)]
+                if first.to_pointer() == sentinel.to_pointer() =>
+            {
+                u64::try_from(*ticket).ok()
+            }
+            _ => None,
         }
     }
 }

@@ -4,12 +4,13 @@ use std::fmt;
 use std::path::Path;
 
 use mlua::Lua;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Limits;
+use super::sandbox::SANDBOX_CHUNK;
 use crate::topology::Location;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScriptErrorKind {
     /// The script or a module could not be read.
@@ -31,7 +32,7 @@ pub enum ScriptErrorKind {
 }
 
 /// An evaluation that failed, with the place in the script it failed at when known.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub struct ScriptError {
     pub kind: ScriptErrorKind,
     pub file: Option<String>,
@@ -77,8 +78,9 @@ impl ScriptError {
     }
 
     pub fn read(path: &Path, err: &std::io::Error) -> ScriptError {
+        // Only for a file missing on disk (not one missing from a snapshot).
         let hint = match err.kind() {
-            std::io::ErrorKind::NotFound => {
+            std::io::ErrorKind::NotFound if err.raw_os_error().is_some() => {
                 "; give a script path, or run `reef init` to write a starter reef.lua"
             }
             _ => "",
@@ -96,9 +98,12 @@ impl ScriptError {
             ScriptErrorKind::Budget,
             location,
             format!(
-                "the script ran past its budget ({} million VM instructions or {:.1} s) and was stopped; \
+                "the script ran past its budget ({} VM instructions or {:.1} s) and was stopped; \
                  is there an endless loop?",
-                limits.instructions / 1_000_000,
+                match limits.instructions {
+                    n if n >= 1_000_000 => format!("{} million", n / 1_000_000),
+                    n => n.to_string(),
+                },
                 limits.time.as_secs_f64()
             ),
         )
@@ -117,26 +122,51 @@ impl ScriptError {
         ))
     }
 
+    /// Ran out of the VM's memory limit at `location` (where the script was when it did).
+    pub(crate) fn out_of_memory(location: Option<Location>) -> ScriptError {
+        ScriptError::at(
+            ScriptErrorKind::Memory,
+            location,
+            "the script ran out of its memory limit and was stopped; is a table or string \
+             growing without end, or a function calling itself without end?",
+        )
+    }
+
+    /// A file the script or a module is read from that reef refuses or cannot read.
+    pub(crate) fn unreadable(path: &Path, message: impl Into<String>) -> ScriptError {
+        ScriptError {
+            kind: ScriptErrorKind::Read,
+            file: Some(path.display().to_string()),
+            line: None,
+            message: message.into(),
+        }
+    }
+
     /// Turns whatever Lua returned into a script error. `near` is where the script last was,
-    /// for errors Lua reports without a position (memory).
+    /// for errors Lua reports without a position (memory, a C stack overflow, `error(x, 0)`).
     pub(crate) fn from_lua(err: &mlua::Error, near: Option<Location>) -> ScriptError {
         if let Some(own) = err.downcast_ref::<ScriptError>() {
             return own.clone();
         }
         match innermost(err) {
             mlua::Error::SyntaxError { message, .. } => {
-                with_position(ScriptErrorKind::Syntax, message)
+                with_position(ScriptErrorKind::Syntax, message, None)
             }
-            mlua::Error::MemoryError(_) => ScriptError::at(
-                ScriptErrorKind::Memory,
-                near,
-                "the script ran out of its memory limit and was stopped; is a table or string growing without end?",
-            ),
-            mlua::Error::RuntimeError(message) => with_position(ScriptErrorKind::Runtime, message),
-            other => with_position(ScriptErrorKind::Runtime, &other.to_string()),
+            mlua::Error::MemoryError(_) => ScriptError::out_of_memory(near),
+            // A memory error re-raised as a value (`coroutine.wrap` does) is still one.
+            mlua::Error::RuntimeError(message) if message == MEMORY_MESSAGE => {
+                ScriptError::out_of_memory(near)
+            }
+            mlua::Error::RuntimeError(message) => {
+                with_position(ScriptErrorKind::Runtime, message, near)
+            }
+            other => with_position(ScriptErrorKind::Runtime, &other.to_string(), near),
         }
     }
 }
+
+/// What Lua says, as an error value, when an allocation fails.
+pub(crate) const MEMORY_MESSAGE: &str = "not enough memory";
 
 fn innermost(err: &mlua::Error) -> &mlua::Error {
     match err {
@@ -147,28 +177,39 @@ fn innermost(err: &mlua::Error) -> &mlua::Error {
     }
 }
 
-/// Splits Lua's `file:line: message` (dropping any traceback) into its parts.
-fn with_position(kind: ScriptErrorKind, raw: &str) -> ScriptError {
+/// Splits Lua's `file:line: message` (dropping any traceback) into its parts; a message
+/// without a position is placed `near`.
+fn with_position(kind: ScriptErrorKind, raw: &str, near: Option<Location>) -> ScriptError {
     let first = raw
         .split("\nstack traceback:")
         .next()
         .unwrap_or(raw)
         .trim_end();
     if first.starts_with("table: 0x") || first.starts_with("userdata: 0x") {
-        return ScriptError::plain(
+        return ScriptError::at(
             kind,
+            near,
             "the script raised an error value that is not a string (a table?); raise a message, e.g. error(\"what went wrong\")",
         );
     }
-    if let Some((file, line, message)) = split_position(first) {
-        return ScriptError {
-            kind,
-            file: Some(file.to_owned()),
-            line: Some(line),
-            message: message.to_owned(),
-        };
-    }
-    ScriptError::plain(kind, first)
+    let (location, message) = match split_position(first) {
+        // Raised by a C function the sandbox wraps: the script's line is where it was called.
+        Some((SANDBOX_CHUNK, _, message)) => (near, message),
+        Some((file, line, message)) => (
+            Some(Location {
+                file: file.to_owned(),
+                line,
+            }),
+            message,
+        ),
+        None => (near, first),
+    };
+    let hint = if message.ends_with("stack overflow") {
+        "; is a function calling itself without end?"
+    } else {
+        ""
+    };
+    ScriptError::at(kind, location, format!("{message}{hint}"))
 }
 
 fn split_position(text: &str) -> Option<(&str, u32, &str)> {
@@ -201,5 +242,50 @@ mod tests {
             Some(("C:/x.lua", 3, "boom"))
         );
         assert_eq!(split_position("no position here"), None);
+    }
+}
+
+#[cfg(test)]
+mod serde_tests {
+    use super::*;
+
+    /// The evaluator's child sends errors to its parent as JSON.
+    #[test]
+    fn errors_round_trip_through_json() {
+        for kind in [
+            ScriptErrorKind::Read,
+            ScriptErrorKind::Syntax,
+            ScriptErrorKind::Runtime,
+            ScriptErrorKind::UnknownField,
+            ScriptErrorKind::MissingField,
+            ScriptErrorKind::InvalidField,
+            ScriptErrorKind::Budget,
+            ScriptErrorKind::Memory,
+        ] {
+            for error in [
+                ScriptError::plain(kind, "plain"),
+                ScriptError::at(
+                    kind,
+                    Some(Location {
+                        file: "dir/reef.lua".into(),
+                        line: 12,
+                    }),
+                    "placed: \"quoted\"\n\ttabbed ✓",
+                ),
+                ScriptError {
+                    kind,
+                    file: Some("only/a/file.lua".into()),
+                    line: None,
+                    message: String::new(),
+                },
+            ] {
+                let json = serde_json::to_string(&error).unwrap();
+                assert_eq!(serde_json::from_str::<ScriptError>(&json).unwrap(), error);
+            }
+        }
+        assert_eq!(
+            serde_json::to_string(&ScriptErrorKind::UnknownField).unwrap(),
+            "\"unknown-field\""
+        );
     }
 }

@@ -159,8 +159,14 @@ fn parse_spec<T: DeserializeOwned>(
         ));
     };
     check_keys(&table, "", GATEWAY_FIELDS).map_err(|(kind, message)| error(kind, message))?;
-    let table = normalize_spec(lua, &table)
-        .map_err(|message| error(ScriptErrorKind::InvalidField, message))?;
+    let table = normalize_spec(lua, &table).map_err(|message| {
+        super::check_budget(lua)
+            .err()
+            .unwrap_or_else(|| error(ScriptErrorKind::InvalidField, message))
+    })?;
+    // Metamethods of the script's tables ran above, and an error they raised may have been
+    // taken for a bad value: a spent budget says what really happened.
+    super::check_budget(lua)?;
     let deserializer = mlua::serde::Deserializer::new(Value::Table(table));
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
         let path = err.path().to_string();

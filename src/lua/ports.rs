@@ -2,7 +2,7 @@
 
 use mlua::{Lua, Table, UserData, UserDataFields, UserDataMethods, Value};
 
-use super::{ScriptError, ScriptErrorKind, read_only, state};
+use super::{ScriptError, ScriptErrorKind, describe, read_only, state};
 use crate::ports::{Footprint, Pool};
 
 pub(super) fn register(lua: &Lua, reef: &Table) -> mlua::Result<()> {
@@ -57,7 +57,7 @@ fn pool(lua: &Lua, spec: Value) -> mlua::Result<LuaPool> {
     };
     for pair in spec.pairs::<Value, Value>() {
         let (key, _) = pair?;
-        let key = key.to_string().unwrap_or_default();
+        let key = describe(&key);
         if !["from", "to", "spacing"].contains(&key.as_str()) {
             let hint = crate::suggest::did_you_mean(&key, ["from", "to", "spacing"])
                 .map(|s| format!(" (did you mean `{s}`?)"))
@@ -105,9 +105,7 @@ fn integer(lua: &Lua, function: &str, field: &str, value: &Value) -> mlua::Resul
             ScriptErrorKind::InvalidField,
             format!(
                 "{function}: `{field}` must be an integer port, got {}",
-                other
-                    .to_string()
-                    .unwrap_or_else(|_| other.type_name().to_owned())
+                describe(other)
             ),
         )),
     }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::automation::{self, ToLua};
+use super::automation::{self, ToHooks};
 use super::events::{Event, EventKind};
 use super::machine::Machine;
 use super::real::RealHost;
@@ -26,9 +26,7 @@ use super::runner::{self, InstanceHandle, Shared};
 use super::status::{ReloadError, TopologyStatus, unix_now};
 use super::{DiffNames, dependency_first, stop_order, subscriptions};
 use crate::layout::TopologyDirs;
-use crate::lua::automation::Automaton;
-use crate::lua::{Host as LuaHost, Limits};
-use crate::plan::{self, Planned};
+use crate::lua::Limits;
 use crate::reconcile::{self, Diff};
 use crate::topology::Instance;
 use crate::watch::ScriptWatcher;
@@ -68,6 +66,7 @@ pub struct Colony {
     requests: mpsc::Sender<Request>,
     view: watch::Receiver<Arc<View>>,
     events: broadcast::Sender<Event>,
+    hook_status: watch::Receiver<automation::HookHostStatus>,
 }
 
 impl Colony {
@@ -91,6 +90,10 @@ impl Colony {
             loaded_at: view.loaded_at,
             reload_error: view.reload_error.clone(),
             instances: view.handles.iter().map(InstanceHandle::status).collect(),
+            hooks: {
+                let hooks = self.hook_status.borrow();
+                (hooks.hooks + hooks.timers > 0 || hooks.restarts > 0).then(|| hooks.clone())
+            },
         }
     }
 
@@ -154,7 +157,8 @@ pub struct Parts {
     pub host: Arc<RealHost>,
     pub shared: Shared,
     pub dirs: TopologyDirs,
-    pub hooks: std::sync::mpsc::Sender<ToLua>,
+    pub hooks: mpsc::UnboundedSender<ToHooks>,
+    pub hook_status: watch::Receiver<automation::HookHostStatus>,
     pub watcher: ScriptWatcher,
     pub file_changes: mpsc::Receiver<()>,
 }
@@ -172,13 +176,14 @@ pub struct Owner {
     down: Vec<DownReply>,
 }
 
-type Evaluated = (Planned, Option<Automaton>);
+type Evaluated = crate::evaluator::Outcome;
 
 impl Owner {
     pub fn new(parts: Parts) -> (Owner, Colony) {
         let now = unix_now();
         let (requests_tx, requests) = mpsc::channel(16);
         let events = parts.shared.events.clone();
+        let hook_status = parts.hook_status.clone();
         let view = View {
             script: parts.script.clone(),
             started_at: now,
@@ -204,6 +209,7 @@ impl Owner {
             requests: requests_tx,
             view: view_rx,
             events,
+            hook_status,
         };
         (owner, colony)
     }
@@ -366,15 +372,10 @@ impl Owner {
             .clone()
             .unwrap_or_else(|| self.parts.script.clone());
         let evaluated = script.clone();
-        let task = tokio::task::spawn_blocking(move || match LuaHost::from_process() {
-            Ok(host) => plan::plan_keeping_vm(&evaluated, &host, Limits::default()),
-            Err(err) => (
-                Planned {
-                    result: Err(err),
-                    files: Vec::new(),
-                },
-                None,
-            ),
+        let task = tokio::task::spawn_blocking(move || {
+            let mut request = crate::evaluator::Request::new(&evaluated, Limits::default());
+            request.keep_sources = true;
+            crate::evaluator::evaluate(request)
         });
         (task, job, script)
     }
@@ -382,11 +383,17 @@ impl Owner {
     /// A finished evaluation: a diff to apply (returned as the applying task), or an answer.
     fn evaluated(
         &mut self,
-        (planned, automaton): Evaluated,
+        outcome: Evaluated,
         job: ReloadJob,
         script: &std::path::Path,
         added: &mpsc::UnboundedSender<Member>,
     ) -> Option<(JoinHandle<Vec<Member>>, ReloadJob, DiffNames)> {
+        let crate::evaluator::Outcome {
+            planned,
+            hooks,
+            timers,
+            sources,
+        } = outcome;
         let own_script = job.script.is_none();
         if job.apply
             && own_script
@@ -412,7 +419,7 @@ impl Owner {
             Ok(plan) if !plan.is_valid() => {
                 let message = format!(
                     "the new topology has {} violation(s), e.g. {}; run `reef plan {}`",
-                    plan.report.violations.len(),
+                    plan.report.violation_count(),
                     plan.report.violations[0].message,
                     script.display()
                 );
@@ -430,9 +437,13 @@ impl Owner {
         }
         tracing::info!("reloading {}: {}", script.display(), diff.summary());
         // The new script's hooks take over; the reload event is theirs to see.
-        if let Some(automaton) = automaton {
-            automation::send(&self.parts.hooks, ToLua::Replace(Box::new(automaton)));
-        }
+        let hooks_script = (hooks + timers > 0).then(|| automation::Script {
+            path: script.to_path_buf(),
+            sources: sources.unwrap_or_default(),
+            hooks,
+            timers,
+        });
+        automation::send(&self.parts.hooks, ToHooks::Replace(hooks_script));
         let task = tokio::spawn(apply(
             diff,
             plan.topology.instances,

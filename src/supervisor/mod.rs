@@ -46,12 +46,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::layout::TopologyDirs;
-use crate::lua::automation::Automaton;
 use crate::plan::Plan;
 use crate::reconcile::Diff;
 use crate::topology::Instance;
 use crate::watch::ScriptWatcher;
-use automation::ToLua;
+use automation::ToHooks;
 use colony::{Colony, Member, Owner, Parts};
 use ledger::LedgerHandle;
 
@@ -174,7 +173,7 @@ pub async fn run(
     dirs: TopologyDirs,
     inherited_env: BTreeMap<String, String>,
     options: UpOptions,
-    automaton: Option<Automaton>,
+    hooks_script: Option<automation::Script>,
 ) -> Result<()> {
     let mut signals = StopSignals::install()?;
     release_free_memory();
@@ -278,7 +277,12 @@ pub async fn run(
     // Back to declaration order for status and control.
     members.sort_by_key(|m| instances.iter().position(|i| i.name == m.handle.name));
 
-    let (hooks, hook_inbox) = std::sync::mpsc::channel();
+    let (hooks, hook_inbox) = mpsc::unbounded_channel();
+    let (hook_status, hook_status_rx) = tokio::sync::watch::channel(automation::HookHostStatus {
+        hooks: hooks_script.as_ref().map_or(0, |s| s.hooks),
+        timers: hooks_script.as_ref().map_or(0, |s| s.timers),
+        ..automation::HookHostStatus::default()
+    });
     let (file_events, raw_events) = mpsc::channel(1);
     let mut watcher = ScriptWatcher::new(file_events)?;
     watcher.watch(&plan.topology.files)?;
@@ -295,20 +299,13 @@ pub async fn run(
         shared: shared.clone(),
         dirs: dirs.clone(),
         hooks: hooks.clone(),
+        hook_status: hook_status_rx,
         watcher,
         file_changes: debounced,
     });
 
     let forwarder = tokio::spawn(forward_to_hooks(colony.events(), hooks.clone()));
-    if let Some(automaton) = automaton {
-        automation::start(
-            automaton,
-            hook_inbox,
-            colony.clone(),
-            tokio::runtime::Handle::current(),
-        )
-        .context("cannot start the thread that runs the script's hooks")?;
-    }
+    let keeper = automation::start(hooks_script, hook_inbox, colony.clone(), hook_status);
 
     let listener = crate::control::bind(&dirs.socket)?;
     let server = tokio::spawn(crate::control::serve(
@@ -344,7 +341,8 @@ pub async fn run(
     tracing::info!("{which}: stopping all gateways");
     // Hooks see no events from a deliberate stop of everything.
     forwarder.abort();
-    automation::send(&hooks, ToLua::Shutdown);
+    automation::send(&hooks, ToHooks::Shutdown);
+    let _ = keeper.await;
     stop_escalating(
         &members,
         &mut signals,
@@ -413,7 +411,7 @@ fn escalate(count: u32, which: &str, shared: &Shared) {
 /// Instance events, as the script's hooks see them.
 async fn forward_to_hooks(
     mut events: tokio::sync::broadcast::Receiver<events::Event>,
-    hooks: std::sync::mpsc::Sender<ToLua>,
+    hooks: mpsc::UnboundedSender<ToHooks>,
 ) {
     use tokio::sync::broadcast::error::RecvError;
     loop {

@@ -108,6 +108,9 @@ pub struct TopologyStatus {
     /// The last reload's error, until a reload succeeds.
     pub reload_error: Option<ReloadError>,
     pub instances: Vec<InstanceStatus>,
+    /// The hook host, when the script has hooks or timers (or its host was restarted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<super::automation::HookHostStatus>,
 }
 
 /// A reload that failed: the running topology stayed as it was.
