@@ -129,9 +129,32 @@ pub fn macos_service_problem(name: &str) -> Option<&'static str> {
     }
 }
 
-/// The port OpenClaw falls back to when none is pinned: 32-bit FNV-1a of the name,
-/// mapped into 20000..60000. Different names can land close together: pin every port.
+/// The port `openclaw --profile dev` always uses (`--dev` sets it as OPENCLAW_GATEWAY_PORT).
+pub const DEV_PORT: u16 = 19_001;
+/// The port of the default profile (`default`, in any case) when none is pinned.
+pub const DEFAULT_PORT: u16 = 18_789;
+
+/// The port the OpenClaw CLI looks for a profile's gateway on when the config pins none, as the
+/// real CLI resolves it: 18789 for `default` (any case), 19001 for `dev` (forced whatever the
+/// config says), else a hash of the name ([`name_hash_port`]).
 pub fn hashed_port(name: &str) -> u16 {
+    if name.eq_ignore_ascii_case("default") {
+        DEFAULT_PORT
+    } else if name == "dev" {
+        DEV_PORT
+    } else {
+        name_hash_port(name)
+    }
+}
+
+/// Whether `openclaw --profile NAME` uses its own port whatever the config pins (`dev`).
+pub fn cli_forces_port(name: &str) -> Option<u16> {
+    (name == "dev").then_some(DEV_PORT)
+}
+
+/// OpenClaw's fallback for other names: 32-bit FNV-1a of the name, mapped into 20000..60000.
+/// Different names can land close together: pin every port.
+pub fn name_hash_port(name: &str) -> u16 {
     const OFFSET: u32 = 2_166_136_261;
     const PRIME: u32 = 16_777_619;
     let hash = name.bytes().fold(OFFSET, |hash, byte| {
@@ -144,6 +167,19 @@ pub fn hashed_port(name: &str) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Measured against the real CLI (openclaw 2026.9.6): the port it targets for a profile
+    /// whose config pins none.
+    #[test]
+    fn cli_ports_match_openclaw_for_dev_and_default() {
+        assert_eq!(hashed_port("dev"), 19_001);
+        for default in ["default", "Default", "DEFAULT", "dEfAuLt"] {
+            assert_eq!(hashed_port(default), 18_789, "{default}");
+        }
+        assert_eq!(hashed_port("Dev"), name_hash_port("Dev"));
+        assert_eq!(cli_forces_port("dev"), Some(19_001));
+        assert_eq!(cli_forces_port("main"), None);
+    }
 
     #[test]
     fn hashed_ports_match_openclaw() {

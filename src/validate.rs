@@ -63,6 +63,7 @@ pub enum ViolationKind {
 #[serde(rename_all = "kebab-case")]
 pub enum WarningKind {
     MacosServiceName,
+    CliPortMismatch,
     DependsOnDisabled,
     NoGateways,
 }
@@ -176,6 +177,7 @@ pub fn validate(instances: &[Instance]) -> Report {
     checker.browsers();
     checker.dependencies();
     checker.macos_service_names();
+    checker.cli_ports();
     if instances.is_empty() {
         checker.report.warnings.push(Warning {
             kind: WarningKind::NoGateways,
@@ -714,6 +716,27 @@ impl<'a> Checker<'a> {
                 }
                 (path, message)
             });
+        }
+    }
+
+    /// `openclaw --profile dev` always targets port 19001: a `dev` gateway elsewhere is out of
+    /// the CLI's reach.
+    fn cli_ports(&mut self) {
+        let instances = self.instances;
+        for instance in instances {
+            if let Some(forced) = profile::cli_forces_port(&instance.profile)
+                && instance.port != i64::from(forced)
+            {
+                self.warning(WarningKind::CliPortMismatch, &[instance], || {
+                    format!(
+                        "`{}`: `openclaw --profile {}` always targets port {forced}, but this gateway \
+                         listens on {}; use port = {forced}, or another profile name",
+                        shown(&instance.name),
+                        shown(&instance.profile),
+                        instance.port
+                    )
+                });
+            }
         }
     }
 
@@ -1299,6 +1322,18 @@ mod tests {
                 WarningKind::MacosServiceName
             ]
         );
+    }
+
+    #[test]
+    fn a_dev_gateway_off_the_port_the_cli_forces_is_warned_about() {
+        let away = instance("dev", 20000);
+        let report = validate(&[away]);
+        assert!(report.is_valid());
+        assert_eq!(report.warnings.len(), 1, "{report:?}");
+        assert_eq!(report.warnings[0].kind, WarningKind::CliPortMismatch);
+        assert!(report.warnings[0].message.contains("19001"));
+        let report = validate(&[instance("dev", 19001), instance("default", 20000)]);
+        assert!(report.warnings.is_empty(), "{report:?}");
     }
 
     fn count_of(report: &Report, kind: ViolationKind) -> usize {

@@ -23,7 +23,7 @@
 ---@field workspace string
 ---@field systemd_unit string
 ---@field launchd_label string
----@field hashed_port integer the port OpenClaw falls back to when none is pinned
+---@field hashed_port integer the port the OpenClaw CLI falls back to when none is pinned (18789 for default, 19001 for dev)
 
 ---@class reef.Gateway read-only view of a declared instance
 ---@field name string
