@@ -165,7 +165,12 @@ pub fn evaluate_with(program: &Path, request: Request) -> Outcome {
 enum ChildFailure {
     Start(std::io::Error),
     TimedOut(Duration),
-    Died(String),
+    /// It ended without an answer: by a signal (SIGKILL, SIGABRT, SIGSEGV: out of memory or
+    /// stack), or with a code of its own.
+    Died {
+        how: String,
+        signalled: bool,
+    },
     TooLarge,
     Garbled(String),
 }
@@ -186,12 +191,22 @@ impl ChildFailure {
                     budget.as_secs_f64()
                 ),
             ),
-            ChildFailure::Died(how) => (
+            ChildFailure::Died {
+                how,
+                signalled: true,
+            } => (
                 ScriptErrorKind::Memory,
                 format!(
                     "the evaluation process {how}; the script most likely ran out of memory \
                      (a string or table bomb)"
                 ),
+            ),
+            ChildFailure::Died {
+                how,
+                signalled: false,
+            } => (
+                ScriptErrorKind::Runtime,
+                format!("the evaluation process {how}; see the lines above"),
             ),
             ChildFailure::TooLarge => (
                 ScriptErrorKind::Memory,
@@ -262,14 +277,16 @@ fn run_child(program: &Path, request: &Request, limits: Limits) -> Result<Reply,
         let _ = child.wait();
         return Err(ChildFailure::TooLarge);
     }
-    let status = child
-        .wait()
-        .map_err(|err| ChildFailure::Died(err.to_string()))?;
+    let status = child.wait().map_err(|err| ChildFailure::Died {
+        how: format!("could not be waited for ({err})"),
+        signalled: false,
+    })?;
     if reply.is_empty() {
         let how = crate::supervisor::real::describe_exit(status);
-        return Err(ChildFailure::Died(format!(
-            "ended ({how}) without an answer"
-        )));
+        return Err(ChildFailure::Died {
+            how: format!("ended ({how}) without an answer"),
+            signalled: status.code().is_none(),
+        });
     }
     serde_json::from_slice(&reply).map_err(|err| ChildFailure::Garbled(err.to_string()))
 }
