@@ -17,7 +17,6 @@
 //! The child leaves before the VM is dropped, so finalizers never run at exit. It dies with its
 //! parent (`PDEATHSIG` on Linux) and starts nothing.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -45,7 +44,7 @@ pub const MAX_REPLY_BYTES: u64 = 64 << 20;
 
 /// The bytes of every file an evaluation read, by absolute path: what a later evaluation can
 /// run again even after the files changed on disk ("the last good script").
-pub type Sources = BTreeMap<PathBuf, Vec<u8>>;
+pub use crate::lua::Sources;
 
 /// What the parent asks.
 #[derive(Debug, Serialize, Deserialize)]
@@ -240,7 +239,7 @@ fn run_child(program: &Path, request: &Request, limits: Limits) -> Result<Reply,
     let mut child =
         crate::host::reaper::spawn_tracked(|| command.spawn(), |child| Some(child.id()))
             .map_err(ChildFailure::Start)?;
-    let _untrack = Untrack(child.id());
+    let _untrack = crate::host::reaper::Untrack(child.id());
     let deadline = Instant::now() + limits.time + KILL_GRACE;
     let mut stdin = child.stdin.take().expect("piped stdin");
     let mut stdout = child.stdout.take().expect("piped stdout");
@@ -289,15 +288,6 @@ fn run_child(program: &Path, request: &Request, limits: Limits) -> Result<Reply,
         });
     }
     serde_json::from_slice(&reply).map_err(|err| ChildFailure::Garbled(err.to_string()))
-}
-
-/// Forgets the child in reef's registry once it is reaped (or abandoned).
-struct Untrack(u32);
-
-impl Drop for Untrack {
-    fn drop(&mut self) {
-        crate::host::reaper::untrack(self.0);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

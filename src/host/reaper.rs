@@ -85,6 +85,16 @@ pub fn untrack(pid: u32) {
     tracked().remove(&pid);
 }
 
+/// Forgets a child recorded by [`spawn_tracked`] when dropped: hold it for as long as the owner
+/// may still wait for the child (it is reaped by then, or abandoned to [`reap_orphans`]).
+pub struct Untrack(pub u32);
+
+impl Drop for Untrack {
+    fn drop(&mut self) {
+        untrack(self.0);
+    }
+}
+
 /// Whether `pid` is in the registry (for tests elsewhere in reef).
 #[cfg(test)]
 pub(crate) fn is_tracked(pid: u32) -> bool {

@@ -497,7 +497,7 @@ fn run_command(
     // Tracked: reef's orphan reaper must leave this child's exit status to the wait below.
     let mut child = host::reaper::spawn_tracked(|| command.spawn(), |child| Some(child.id()))
         .map_err(|err| format!("cannot run `{}`: {err}", argv[0]))?;
-    let _tracked = Untrack(child.id());
+    let _tracked = host::reaper::Untrack(child.id());
     type Buffer = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
     let read_all = |stream: Option<Box<dyn Read + Send>>| -> (Buffer, std::thread::JoinHandle<()>) {
         let kept: Buffer = Buffer::default();
@@ -575,16 +575,6 @@ fn run_command(
 
 /// The instance name in the markers of programs run by `reef.exec`.
 pub const EXEC_INSTANCE: &str = "reef.exec";
-
-/// Forgets a `reef.exec` child in reef's registry of children once this scope is done with it
-/// (it is reaped by then, or abandoned to the orphan reaper if waiting for it failed).
-struct Untrack(u32);
-
-impl Drop for Untrack {
-    fn drop(&mut self) {
-        host::reaper::untrack(self.0);
-    }
-}
 
 /// After an evaluation: every `reef.on(event, name, ...)` must name a declared instance.
 pub(super) fn check_hook_names(lua: &Lua) -> mlua::Result<()> {

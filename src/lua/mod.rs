@@ -540,11 +540,11 @@ pub(crate) fn read_only(lua: &Lua, data: Table, what: &str) -> mlua::Result<Tabl
 mod tests {
     use super::*;
 
-    fn host() -> Host {
+    pub(super) fn host() -> Host {
         Host::from_env([("HOME".to_owned(), "/home/ada".to_owned())].into()).unwrap()
     }
 
-    fn write(dir: &Path, name: &str, source: &str) -> PathBuf {
+    pub(super) fn write(dir: &Path, name: &str, source: &str) -> PathBuf {
         let path = dir.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, source).unwrap();
@@ -921,18 +921,8 @@ mod hostile_tests {
 mod source_tests {
     //! What the evaluation reads, and evaluating again from what it read.
 
+    use super::tests::{host, write};
     use super::*;
-
-    fn host() -> Host {
-        Host::from_env([("HOME".to_owned(), "/home/ada".to_owned())].into()).unwrap()
-    }
-
-    fn write(dir: &Path, name: &str, source: &str) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, source).unwrap();
-        path
-    }
 
     fn names(topology: &Topology) -> Vec<(String, i64)> {
         topology

@@ -234,25 +234,9 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::topology::{GatewaySpec, Location, OneOrMany};
+    use crate::topology::OneOrMany;
 
-    fn instance(edit: impl FnOnce(&mut GatewaySpec)) -> Instance {
-        let mut spec = GatewaySpec {
-            profile: Some("main".into()),
-            ..GatewaySpec::default()
-        };
-        edit(&mut spec);
-        spec.resolve(
-            18789,
-            Path::new("/home/ada"),
-            Path::new("/srv"),
-            Location {
-                file: "reef.lua".into(),
-                line: 1,
-            },
-        )
-        .unwrap()
-    }
+    use crate::export::testing::instance;
 
     fn inherited() -> BTreeMap<String, String> {
         [
