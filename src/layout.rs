@@ -307,13 +307,26 @@ impl UpLock {
                 dirs.lock.display()
             );
         }
-        let mut lock =
+        // A reef killed a moment ago can leave its lock to a child between fork and exec (or
+        // dying with it): while the pid the file names is gone, wait a little for it.
+        let orphaned_until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut file = file;
+        let mut lock = loop {
             match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => lock,
-                Err((mut file, _)) => {
+                Ok(lock) => break lock,
+                Err((mut held, _)) => {
                     let mut content = String::new();
-                    let _ = file.read_to_string(&mut content);
+                    let _ = held.read_to_string(&mut content);
+                    let _ = held.rewind();
                     let pid = content.lines().next().unwrap_or_default().trim().to_owned();
+                    let gone = pid
+                        .parse::<u32>()
+                        .is_ok_and(|pid| crate::host::identity::start_time(pid).is_none());
+                    if gone && std::time::Instant::now() < orphaned_until {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        file = held;
+                        continue;
+                    }
                     return Err(AlreadyRunning {
                         pid: if pid.is_empty() {
                             "unknown".into()
@@ -323,7 +336,8 @@ impl UpLock {
                     }
                     .into());
                 }
-            };
+            }
+        };
         lock.set_len(0)?;
         lock.rewind()?;
         // The pid, then the socket: clients with another environment still find it.
@@ -370,6 +384,9 @@ mod name_lock {
         let name = format!("reef/{uid}/{id}");
         let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
         let mut refused = 0;
+        // A reef killed a moment ago can leave its lock to a child between fork and exec (or
+        // dying with it): while the pid that bound the name is gone, wait a little for it.
+        let orphaned_until = std::time::Instant::now() + std::time::Duration::from_secs(2);
         let why = loop {
             match UnixListener::bind_addr(&addr) {
                 Ok(listener) => return Ok(Some(listener)),
@@ -377,6 +394,12 @@ mod name_lock {
                 Err(err) => break format!("cannot be bound ({err})"),
             }
             match holder(&name, uid) {
+                Holder::Us { pid: Some(pid) }
+                    if crate::host::identity::start_time(pid as u32).is_none()
+                        && std::time::Instant::now() < orphaned_until =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
                 Holder::Us { pid } => {
                     return Err(AlreadyRunning {
                         pid: pid.map_or_else(|| "unknown".into(), |pid| pid.to_string()),
