@@ -8,10 +8,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::gateway_config::{self, GatewaySettings};
 use crate::hostports;
 use crate::plan::Plan;
 use crate::ports::Footprint;
-use crate::topology::Instance;
+use crate::profile;
+use crate::supervisor::launch;
+use crate::topology::{Instance, Runtime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -35,11 +38,17 @@ pub struct Finding {
 pub fn check(plan: &Plan, own: &BTreeSet<u32>) -> Vec<Finding> {
     let mut findings = Vec::new();
     let listening = hostports::listening_ports();
-    let configs: BTreeMap<String, serde_json::Value> = plan
+    let inherited: BTreeMap<String, String> = std::env::vars().collect();
+    let configs: BTreeMap<String, Config> = plan
         .topology
         .instances
         .iter()
-        .filter_map(|instance| Some((instance.name.clone(), read_config(instance, &mut findings)?)))
+        .filter_map(|instance| {
+            Some((
+                instance.name.clone(),
+                read_config(instance, &inherited, &mut findings)?,
+            ))
+        })
         .collect();
     for instance in &plan.topology.instances {
         ports(instance, &listening, own, &mut findings);
@@ -48,7 +57,11 @@ pub fn check(plan: &Plan, own: &BTreeSet<u32>) -> Vec<Finding> {
             config_keys(instance, config, plan, &mut findings);
         }
     }
-    shared_config_values(plan, &configs, &mut findings);
+    let values = configs
+        .into_iter()
+        .map(|(name, config)| (name, config.value))
+        .collect();
+    shared_config_values(plan, &values, &mut findings);
     findings.sort_by(|a, b| (a.severity, &a.instance).cmp(&(b.severity, &b.instance)));
     findings
 }
@@ -175,20 +188,47 @@ fn permissions(instance: &Instance, findings: &mut Vec<Finding>) {
     }
 }
 
-fn read_config(instance: &Instance, findings: &mut Vec<Finding>) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(&instance.config_path).ok()?;
-    match json5::from_str::<serde_json::Value>(&text) {
-        Ok(config) => Some(config),
+/// The instance's config resolved as the gateway resolves it ($include, `${VAR}`), or a finding
+/// that says why it cannot be: the gateway would refuse it (exit 78), or reef cannot see a
+/// setting it needs and would add no flag for it.
+fn read_config(
+    instance: &Instance,
+    inherited: &BTreeMap<String, String>,
+    findings: &mut Vec<Finding>,
+) -> Option<Config> {
+    let env = launch::environment(instance, inherited);
+    let resolved = match gateway_config::resolve(&instance.config_path, &env) {
+        Ok(Some(resolved)) => resolved,
+        Ok(None) => {
+            cli_port_without_config(instance, None, findings);
+            return None;
+        }
         Err(err) => {
             finding(
                 findings,
                 Severity::Error,
                 instance,
                 "invalid-config",
+                format!("`{}`: {err}; the gateway would exit 78", instance.name),
+            );
+            return None;
+        }
+    };
+    match GatewaySettings::of(&resolved) {
+        Ok(settings) => Some(Config {
+            value: resolved.value,
+            settings,
+        }),
+        Err(err) => {
+            finding(
+                findings,
+                Severity::Error,
+                instance,
+                "unresolved-config",
                 format!(
-                    "`{}`: {} is not valid JSON5 ({err}); the gateway would exit 78",
-                    instance.name,
-                    instance.config_path.display()
+                    "`{}`: {err}; reef cannot tell what the gateway will use, so it adds no flag \
+                     and cannot keep the port in step",
+                    instance.name
                 ),
             );
             None
@@ -196,30 +236,82 @@ fn read_config(instance: &Instance, findings: &mut Vec<Finding>) -> Option<serde
     }
 }
 
-fn config_keys(
+/// A config, resolved, with the gateway settings reef acts on.
+struct Config {
+    value: serde_json::Value,
+    settings: GatewaySettings,
+}
+
+/// The port `openclaw --profile X` looks on when no config pins one (the CLI's default for the
+/// profile), compared with the plan's: a real gateway the CLI cannot find is an error.
+fn cli_port_without_config(
     instance: &Instance,
-    config: &serde_json::Value,
-    plan: &Plan,
+    config: Option<&Path>,
     findings: &mut Vec<Finding>,
 ) {
+    if instance.runtime != Runtime::Openclaw {
+        return;
+    }
+    let cli_port = profile::hashed_port(&instance.profile);
+    if i64::from(cli_port) == instance.port {
+        return;
+    }
+    let what = match config {
+        Some(path) => format!("{} pins no gateway.port", path.display()),
+        None => format!("there is no config at {}", instance.config_path.display()),
+    };
+    finding(
+        findings,
+        Severity::Error,
+        instance,
+        "config-port-missing",
+        format!(
+            "`{}`: {what}, so `openclaw --profile {}` looks for the gateway on {cli_port}, not the \
+             plan's {}; run `reef setup` to pin it",
+            instance.name, instance.profile, instance.port
+        ),
+    );
+}
+
+fn config_keys(instance: &Instance, config: &Config, plan: &Plan, findings: &mut Vec<Finding>) {
     let path = instance.config_path.display();
-    if let Some(port) = config
-        .pointer("/gateway/port")
-        .and_then(serde_json::Value::as_i64)
-        && port != instance.port
-    {
+    match config.settings.port {
+        Some(port) if port != instance.port => {
+            let written = gateway_config::locate(&instance.config_path, "gateway.port")
+                .ok()
+                .filter(|location| location.file != instance.config_path)
+                .map(|location| format!(" (written in {})", location.file.display()))
+                .unwrap_or_default();
+            finding(
+                findings,
+                Severity::Error,
+                instance,
+                "config-port",
+                format!(
+                    "`{}`: {path} pins gateway.port {port}{written} but the plan says {}, so \
+                     `openclaw --profile {}` and every client that reads the file look on {port}; \
+                     `reef up` sets it to {} before it starts the gateway (keeping a backup)",
+                    instance.name, instance.port, instance.profile, instance.port
+                ),
+            );
+        }
+        Some(_) => {}
+        None => cli_port_without_config(instance, Some(&instance.config_path), findings),
+    }
+    if !config.settings.has_token && instance.runtime == Runtime::Openclaw {
         finding(
             findings,
             Severity::Warning,
             instance,
-            "config-port",
+            "config-token",
             format!(
-                "`{}`: {path} pins gateway.port {port} but the plan says {}; reef passes --port {}, yet \
-                 `openclaw --profile {} health` and other clients read the file: set it to {}",
-                instance.name, instance.port, instance.port, instance.profile, instance.port
+                "`{}`: {path} pins no gateway.auth.token, so the gateway invents one at every start \
+                 and `openclaw --profile {}` cannot authenticate; run `reef setup` to pin one",
+                instance.name, instance.profile
             ),
         );
     }
+    let config = &config.value;
     if let Some(workspace) = config
         .pointer("/agents/defaults/workspace")
         .and_then(serde_json::Value::as_str)

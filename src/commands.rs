@@ -198,7 +198,7 @@ fn env(args: EnvArgs) -> Result<Exit> {
     }
     let inherited = process_env();
     let reef_binary = std::env::current_exe().context("cannot find reef's own binary")?;
-    let config = launch::read_config(&instance.config_path);
+    let config = launch::read_config(instance, &inherited);
     // The very call `reef up` makes before it spawns the gateway.
     let launch = launch::launch(instance, &reef_binary, &inherited, config.as_ref());
     if args.json {
@@ -306,13 +306,19 @@ fn setup(args: SetupArgs) -> Result<Exit> {
     // Every instance first, then the report: a reader that goes away stops no setup.
     let mut reports = Vec::new();
     let mut failure = None;
+    let reef_binary = std::env::current_exe().context("cannot find reef's own binary")?;
+    let options = crate::setup::SetupOptions {
+        allow_symlinks: args.allow_symlinks,
+        openclaw: launch::Binaries::resolving_openclaw(
+            reef_binary,
+            std::env::var("PATH").ok().as_deref(),
+        )
+        .openclaw
+        .map(|path| vec![path.display().to_string()]),
+        inherited: process_env(),
+    };
     for instance in &plan.topology.instances {
-        match crate::setup::set_up_with(
-            instance,
-            &crate::setup::SetupOptions {
-                allow_symlinks: args.allow_symlinks,
-            },
-        ) {
+        match crate::setup::set_up_with(instance, &options) {
             Ok(report) => reports.push((instance, report)),
             Err(err) => {
                 failure = Some(err.context(format!("setting up `{}`", instance.name)));
@@ -339,9 +345,30 @@ fn setup(args: SetupArgs) -> Result<Exit> {
                     instance.config_path.display(),
                     instance.port
                 ));
+            } else if report.baseline {
+                done.push(format!(
+                    "laid out by `openclaw --profile {} setup --baseline`",
+                    instance.profile
+                ));
             } else {
                 done.push(format!(
                     "kept the existing {}",
+                    instance.config_path.display()
+                ));
+            }
+            if !report.added.is_empty() {
+                let added: Vec<String> = report
+                    .added
+                    .iter()
+                    .map(|key| match key.as_str() {
+                        "gateway.port" => format!("gateway.port {}", instance.port),
+                        "gateway.auth.token" => "gateway.auth.token (a new random token)".into(),
+                        other => other.to_owned(),
+                    })
+                    .collect();
+                done.push(format!(
+                    "added {} to {}",
+                    added.join(", "),
                     instance.config_path.display()
                 ));
             }
@@ -695,12 +722,13 @@ fn export_options(
     let reef_binary = std::env::current_exe().context("cannot find reef's own binary")?;
     let binaries =
         launch::Binaries::resolving_openclaw(reef_binary, std::env::var("PATH").ok().as_deref());
+    let inherited = process_env();
     let configs = plan
         .topology
         .instances
         .iter()
         .filter_map(|instance| {
-            launch::read_config(&instance.config_path).map(|config| (instance.name.clone(), config))
+            launch::read_config(instance, &inherited).map(|config| (instance.name.clone(), config))
         })
         .collect();
     Ok(crate::export::Options {

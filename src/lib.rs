@@ -24,6 +24,8 @@
 //! - [`hostports`]: which ports are free on the host, and who holds the others.
 //! - [`check`]: `reef check`, the plan against the host (listeners, permissions, configs).
 //! - [`setup`]: state dirs and minimal configs for `reef setup`.
+//! - [`gateway_config`]: a gateway's `openclaw.json` resolved as OpenClaw resolves it (JSON5,
+//!   `$include`, `${VAR}`), and edited in place with its comments kept.
 //! - [`gateway`]: the built-in reference gateway (`reef gateway`).
 //! - [`export`]: the plan as systemd units, launchd agents, Compose, Kubernetes, Nomad (pure).
 //! - [`progress`]: `reef up`'s live line on a terminal, with logs written around it.
@@ -44,6 +46,7 @@ pub mod control;
 pub mod evaluator;
 pub mod export;
 pub mod gateway;
+pub mod gateway_config;
 pub mod hookhost;
 pub mod host;
 pub mod hostports;

@@ -1,8 +1,14 @@
-//! `reef setup`: the state dirs and minimal configs a topology's gateways need to start.
+//! `reef setup`: the state dirs and configs a topology's gateways need to start.
 //!
-//! Never overwrites: an existing config is left as it is (and checked against the plan's port).
-//! Never writes through a symbolic link either, unless told to: a state dir or config path that
-//! is a link may point into another instance's, or another user's, files.
+//! For runtime `openclaw` with the program at hand, OpenClaw itself lays the state dir out
+//! (`openclaw --profile X setup --baseline`: config, workspace and its bootstrap files, session
+//! folders); otherwise reef writes a minimal config. Then the keys the CLI and a supervised
+//! start need and a baseline lacks are filled in: `gateway.port` (the plan's), `gateway.mode`
+//! and a pinned token. Never overwrites: a key that is set keeps its value (a port other than
+//! the plan's is reported; `reef up` brings it in line when it starts the gateway), and an edit
+//! keeps the file's comments ([`gateway_config::set`]). Never writes through a symbolic link
+//! either, unless told to: a state dir or config path that is a link may point into another
+//! instance's, or another user's, files.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -10,7 +16,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::topology::Instance;
+use crate::gateway_config::{self, GatewaySettings};
+use crate::topology::{Instance, Runtime};
 
 /// What setup did for one instance.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -18,6 +25,11 @@ pub struct SetupReport {
     pub name: String,
     pub created_state_dir: bool,
     pub wrote_config: bool,
+    /// `openclaw setup --baseline` laid the state dir out.
+    pub baseline: bool,
+    /// Keys added to a config that lacked them (`gateway.port`, `gateway.mode`,
+    /// `gateway.auth.token`).
+    pub added: Vec<String>,
     /// Something the user should know (e.g. an existing config pins another port).
     pub note: Option<String>,
 }
@@ -46,10 +58,16 @@ pub fn random_token() -> Result<String> {
 }
 
 /// How `reef setup` treats what it finds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SetupOptions {
     /// Use a state dir, config dir or config path that is a symbolic link (refused otherwise).
     pub allow_symlinks: bool,
+    /// The command that runs `openclaw` for runtime openclaw instances without a `command`
+    /// (`None`: not found; reef writes its minimal config instead of OpenClaw's baseline).
+    pub openclaw: Option<Vec<String>>,
+    /// The environment the baseline runs in (reef's own; the gateway's variables are set on
+    /// top, as for a launch).
+    pub inherited: std::collections::BTreeMap<String, String>,
 }
 
 /// A path setup would use is a symbolic link, and links were not allowed.
@@ -79,6 +97,8 @@ pub fn set_up_with(instance: &Instance, options: &SetupOptions) -> Result<SetupR
         name: instance.name.clone(),
         created_state_dir: false,
         wrote_config: false,
+        baseline: false,
+        added: Vec::new(),
         note: None,
     };
     if !instance.state_dir.exists() {
@@ -90,27 +110,154 @@ pub fn set_up_with(instance: &Instance, options: &SetupOptions) -> Result<SetupR
     {
         create_private_dir(parent)?;
     }
-    let config = serde_json::to_string_pretty(&minimal_config(instance, &random_token()?))? + "\n";
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&instance.config_path)
+    if !instance.config_path.exists()
+        && let Some(program) = baseline_program(instance, options)
     {
-        Ok(mut file) => {
-            file.write_all(config.as_bytes())
-                .with_context(|| format!("cannot write {}", instance.config_path.display()))?;
-            report.wrote_config = true;
-        }
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-            report.note = existing_config_note(instance, &instance.config_path);
-        }
-        Err(err) => {
-            return Err(err)
-                .with_context(|| format!("cannot create {}", instance.config_path.display()));
+        run_baseline(instance, &program, &options.inherited)?;
+        report.baseline = instance.config_path.exists();
+    }
+    if !report.baseline {
+        let config =
+            serde_json::to_string_pretty(&minimal_config(instance, &random_token()?))? + "\n";
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&instance.config_path)
+        {
+            Ok(mut file) => {
+                file.write_all(config.as_bytes())
+                    .with_context(|| format!("cannot write {}", instance.config_path.display()))?;
+                report.wrote_config = true;
+                return Ok(report);
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => {
+                return Err(err)
+                    .with_context(|| format!("cannot create {}", instance.config_path.display()));
+            }
         }
     }
+    let (added, note) = fill_missing(instance, &options.inherited)?;
+    report.added = added;
+    report.note = note;
     Ok(report)
+}
+
+/// The program that lays out OpenClaw's baseline for `instance`, if it runs the real gateway
+/// and the program is at hand.
+fn baseline_program(instance: &Instance, options: &SetupOptions) -> Option<Vec<String>> {
+    if instance.runtime != Runtime::Openclaw {
+        return None;
+    }
+    instance
+        .command
+        .clone()
+        .or_else(|| options.openclaw.clone())
+}
+
+/// `openclaw --profile X setup --baseline` in the gateway's environment: OpenClaw's own
+/// config, workspace and session folders, without onboarding questions (no port, no token).
+fn run_baseline(
+    instance: &Instance,
+    program: &[String],
+    inherited: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    let env = crate::supervisor::launch::environment(instance, inherited);
+    let output = std::process::Command::new(&program[0])
+        .args(&program[1..])
+        .args(["--profile", &instance.profile, "setup", "--baseline"])
+        .env_clear()
+        .envs(&env)
+        .current_dir(&instance.state_dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", program[0]))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let said = stderr
+            .trim()
+            .lines()
+            .chain(stdout.trim().lines())
+            .last()
+            .unwrap_or("");
+        anyhow::bail!(
+            "`{} --profile {} setup --baseline` failed ({}): {said}",
+            program.join(" "),
+            instance.profile,
+            output.status
+        );
+    }
+    // The baseline holds no secret yet, but the token reef pins next goes into it.
+    use std::os::unix::fs::PermissionsExt;
+    if instance.config_path.exists() {
+        std::fs::set_permissions(
+            &instance.config_path,
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .with_context(|| format!("cannot make {} private", instance.config_path.display()))?;
+    }
+    Ok(())
+}
+
+/// Adds to an existing config the keys a supervised gateway and the CLI need and it lacks:
+/// the plan's port, local mode and a pinned token (unless another auth mode is chosen). Keys
+/// that are set keep their values; a port other than the plan's is noted.
+fn fill_missing(
+    instance: &Instance,
+    inherited: &std::collections::BTreeMap<String, String>,
+) -> Result<(Vec<String>, Option<String>)> {
+    let env = crate::supervisor::launch::environment(instance, inherited);
+    let path = &instance.config_path;
+    let resolved = match gateway_config::resolve(path, &env) {
+        Ok(Some(resolved)) => resolved,
+        Ok(None) => return Ok((Vec::new(), None)),
+        Err(err) => {
+            return Ok((
+                Vec::new(),
+                Some(format!("{err}; the gateway will exit 78 until it is fixed")),
+            ));
+        }
+    };
+    let settings = match GatewaySettings::of(&resolved) {
+        Ok(settings) => settings,
+        Err(err) => return Ok((Vec::new(), Some(format!("{err}; nothing was added")))),
+    };
+    let auth_mode = resolved
+        .get("gateway.auth.mode")
+        .and_then(serde_json::Value::as_str);
+    let mut missing: Vec<(&str, serde_json::Value)> = Vec::new();
+    if settings.port.is_none() {
+        missing.push(("gateway.port", instance.port.into()));
+    }
+    if settings.mode.is_none() {
+        missing.push(("gateway.mode", "local".into()));
+    }
+    if !settings.has_token && auth_mode.is_none_or(|mode| mode == "token") {
+        if auth_mode.is_none() {
+            missing.push(("gateway.auth.mode", "token".into()));
+        }
+        missing.push(("gateway.auth.token", random_token()?.into()));
+    }
+    let mut added = Vec::new();
+    for (key, value) in missing {
+        gateway_config::set(path, key, &value)
+            .with_context(|| format!("cannot add {key} to {}", path.display()))?;
+        added.push(key.to_owned());
+    }
+    let note = match settings.port {
+        Some(port) if port != instance.port => Some(format!(
+            "{} pins gateway.port {port}, the plan says {}: `reef up` sets it to {} (keeping a \
+             backup) when it starts the gateway, so that `openclaw --profile {}` finds it",
+            path.display(),
+            instance.port,
+            instance.port,
+            instance.profile
+        )),
+        _ => None,
+    };
+    Ok((added, note))
 }
 
 /// The state dir, the config's dir and the config itself, none of which may be a link.
@@ -144,30 +291,6 @@ fn create_private_dir(dir: &Path) -> Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create {}", dir.display()))
-}
-
-/// A remark about an existing config that disagrees with the plan, if it does.
-fn existing_config_note(instance: &Instance, path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let Ok(config) = json5::from_str::<serde_json::Value>(&text) else {
-        return Some(format!(
-            "{} is not valid JSON5: the gateway will exit 78 until it is fixed",
-            path.display()
-        ));
-    };
-    let pinned = config
-        .pointer("/gateway/port")
-        .and_then(serde_json::Value::as_i64);
-    match pinned {
-        Some(port) if port != instance.port => Some(format!(
-            "{} pins gateway.port {port}, the plan says {}; reef passes --port {}, but `openclaw --profile {} health` reads the file",
-            path.display(),
-            instance.port,
-            instance.port,
-            instance.profile
-        )),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -239,6 +362,7 @@ mod tests {
 
         let allowed = SetupOptions {
             allow_symlinks: true,
+            ..SetupOptions::default()
         };
         let report = set_up_with(&instance, &allowed).unwrap();
         assert!(report.wrote_config && !report.created_state_dir);
@@ -260,6 +384,7 @@ mod tests {
         );
         let allowed = SetupOptions {
             allow_symlinks: true,
+            ..SetupOptions::default()
         };
         let report = set_up_with(&instance, &allowed).unwrap();
         assert!(!report.wrote_config);
@@ -267,12 +392,96 @@ mod tests {
     }
 
     #[test]
-    fn an_existing_config_with_another_port_is_noted() {
+    fn an_existing_config_with_another_port_is_noted_and_kept() {
         let home = tempfile::tempdir().unwrap();
         let instance = instance(home.path());
         std::fs::create_dir_all(&instance.state_dir).unwrap();
-        std::fs::write(&instance.config_path, "{ gateway: { port: 19000 } }").unwrap();
+        let text = "{ gateway: { port: 19000, mode: 'local', auth: { mode: 'password' } } }";
+        std::fs::write(&instance.config_path, text).unwrap();
         let report = set_up(&instance).unwrap();
         assert!(report.note.unwrap().contains("pins gateway.port 19000"));
+        assert!(report.added.is_empty());
+        assert_eq!(
+            std::fs::read_to_string(&instance.config_path).unwrap(),
+            text
+        );
+    }
+
+    #[test]
+    fn missing_port_mode_and_token_are_filled_in_keeping_the_rest() {
+        let home = tempfile::tempdir().unwrap();
+        let instance = instance(home.path());
+        std::fs::create_dir_all(&instance.state_dir).unwrap();
+        let text = "{\n  // from openclaw setup --baseline\n  agents: { defaults: { workspace: '/w' } },\n  gateway: { bind: 'lan' },\n}\n";
+        std::fs::write(&instance.config_path, text).unwrap();
+        let report = set_up(&instance).unwrap();
+        assert_eq!(
+            report.added,
+            [
+                "gateway.port",
+                "gateway.mode",
+                "gateway.auth.mode",
+                "gateway.auth.token"
+            ]
+        );
+        assert!(!report.wrote_config && report.note.is_none());
+        let written = std::fs::read_to_string(&instance.config_path).unwrap();
+        assert!(
+            written.contains("// from openclaw setup --baseline"),
+            "{written}"
+        );
+        let resolved = gateway_config::resolve(&instance.config_path, &Default::default())
+            .unwrap()
+            .unwrap();
+        let settings = GatewaySettings::of(&resolved).unwrap();
+        assert_eq!(settings.port, Some(18789));
+        assert_eq!(settings.mode.as_deref(), Some("local"));
+        assert_eq!(settings.bind.as_deref(), Some("lan"));
+        assert!(settings.has_token);
+        assert_eq!(
+            resolved.get("agents.defaults.workspace"),
+            Some(&serde_json::json!("/w"))
+        );
+        // A second run adds nothing.
+        assert!(set_up(&instance).unwrap().added.is_empty());
+    }
+
+    #[test]
+    fn openclaws_baseline_lays_out_the_state_dir_for_the_real_runtime() {
+        let home = tempfile::tempdir().unwrap();
+        let mut instance = instance(home.path());
+        instance.runtime = Runtime::Openclaw;
+        // A stand-in for `openclaw` that writes a baseline as OpenClaw does: no port, no token.
+        let fake = home.path().join("openclaw");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\n[ \"$1 $2 $3 $4\" = \"--profile main setup --baseline\" ] || exit 9\n\
+             mkdir -p \"$OPENCLAW_STATE_DIR/workspace\"\n\
+             printf '{ agents: { defaults: { workspace: \"%s\" } } }' \"$OPENCLAW_STATE_DIR/workspace\" > \"$OPENCLAW_CONFIG_PATH\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let options = SetupOptions {
+            openclaw: Some(vec![fake.display().to_string()]),
+            ..SetupOptions::default()
+        };
+        let report = set_up_with(&instance, &options).unwrap();
+        assert!(report.baseline && !report.wrote_config, "{report:?}");
+        assert!(instance.state_dir.join("workspace").is_dir());
+        assert!(report.added.contains(&"gateway.auth.token".to_owned()));
+        let mode = std::fs::metadata(&instance.config_path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        // A baseline that fails is an error naming the command.
+        std::fs::remove_file(&instance.config_path).unwrap();
+        std::fs::write(&fake, "#!/bin/sh\necho 'no node here' >&2\nexit 3\n").unwrap();
+        let err = format!("{:#}", set_up_with(&instance, &options).unwrap_err());
+        assert!(
+            err.contains("setup --baseline") && err.contains("no node here"),
+            "{err}"
+        );
     }
 }

@@ -506,7 +506,7 @@ impl GatewaySpec {
         }
 
         let stop = self.stop.unwrap_or_default();
-        let stop_defaults = Stop::default();
+        let stop_defaults = Stop::for_runtime(runtime);
         let stop = Stop {
             signal: match stop.signal {
                 Some(signal) => normalize_signal(&signal).ok_or_else(|| {
@@ -836,6 +836,24 @@ impl Default for Stop {
         Stop {
             signal: "SIGTERM".to_owned(),
             timeout: 10.0,
+        }
+    }
+}
+
+/// The real gateway's own shutdown budget: it may drain for 315 s and gives itself 330 s in all
+/// (shared/OPENCLAW.md, "Stop budget"); OpenClaw's unit waits as long (`TimeoutStopSec=330`).
+pub const OPENCLAW_STOP_TIMEOUT: f64 = 330.0;
+
+impl Stop {
+    /// The defaults for `runtime`: the real gateway gets its own shutdown budget, so a stop never
+    /// kills it while it drains; the others 10 s.
+    pub fn for_runtime(runtime: Runtime) -> Stop {
+        match runtime {
+            Runtime::Openclaw => Stop {
+                timeout: OPENCLAW_STOP_TIMEOUT,
+                ..Stop::default()
+            },
+            Runtime::Builtin | Runtime::Command => Stop::default(),
         }
     }
 }

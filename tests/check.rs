@@ -132,7 +132,7 @@ fn configs_and_permissions_that_break_isolation_are_reported() {
     for expected in [
         ("config-workspace", "error"),
         ("shared-config-value", "error"),
-        ("config-port", "warning"),
+        ("config-port", "error"),
         ("state-dir-permissions", "warning"),
         ("config-permissions", "warning"),
     ] {
@@ -154,4 +154,110 @@ fn an_invalid_config_is_an_error() {
         "{}",
         text(&output.stderr)
     );
+}
+
+fn openclaw_topology(home: &Path, a: u16, b: u16) -> std::path::PathBuf {
+    let script = home.join("reef.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "reef.defaults {{ runtime = \"openclaw\" }}\n\
+             reef.gateway {{ profile = \"a\", port = {a} }}\n\
+             reef.gateway {{ profile = \"b\", port = {b}, env = {{ BIND = \"lan\" }} }}\n"
+        ),
+    )
+    .unwrap();
+    script
+}
+
+fn findings(output: &Output) -> Vec<(String, String, String)> {
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("{err}: {}", text(&output.stdout)));
+    json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().to_owned(),
+                f["severity"].as_str().unwrap().to_owned(),
+                f["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_gateway_the_cli_would_not_find_fails_the_check() {
+    let home = tempfile::tempdir().unwrap();
+    let (a, b) = free_pair(5);
+    let script = openclaw_topology(home.path(), a, b);
+    // No config at all: `openclaw --profile a` would look on the profile's hashed port.
+    let output = check(home.path(), &script, true);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let found = findings(&output);
+    assert!(
+        found
+            .iter()
+            .any(|(kind, severity, message)| kind == "config-port-missing"
+                && severity == "error"
+                && message.contains("there is no config")
+                && message.contains("reef setup")),
+        "{found:?}"
+    );
+
+    // A config whose port lives in an included file and differs from the plan.
+    let dir_a = home.path().join(".openclaw-a");
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::write(
+        dir_a.join("openclaw.json"),
+        "{ // mine\n gateway: { $include: './gateway.json5' } }",
+    )
+    .unwrap();
+    std::fs::write(
+        dir_a.join("gateway.json5"),
+        "{ mode: 'local', port: 1234, auth: { token: 't' } }",
+    )
+    .unwrap();
+    let found = findings(&check(home.path(), &script, true));
+    assert!(
+        found
+            .iter()
+            .any(|(kind, severity, message)| kind == "config-port"
+                && severity == "error"
+                && message.contains("pins gateway.port 1234")
+                && message.contains("gateway.json5")),
+        "{found:?}"
+    );
+
+    // A setting behind a variable reef cannot resolve: reported, never guessed around.
+    let dir_b = home.path().join(".openclaw-b");
+    std::fs::create_dir_all(&dir_b).unwrap();
+    std::fs::write(
+        dir_b.join("openclaw.json"),
+        format!("{{ gateway: {{ port: {b}, bind: '${{BIND}}', customBindHost: '${{HOST}}' }} }}"),
+    )
+    .unwrap();
+    let found = findings(&check(home.path(), &script, true));
+    assert!(
+        found
+            .iter()
+            .any(|(kind, severity, message)| kind == "unresolved-config"
+                && severity == "error"
+                && message.contains("${HOST}")),
+        "{found:?}"
+    );
+    // The instance's env resolves it: no finding about b's config but the missing token.
+    std::fs::write(
+        dir_b.join("openclaw.json"),
+        format!("{{ gateway: {{ port: {b}, bind: '${{BIND}}' }} }}"),
+    )
+    .unwrap();
+    let found = findings(&check(home.path(), &script, true));
+    let about_b: Vec<_> = found
+        .iter()
+        .filter(|(kind, _, message)| message.starts_with("`b`") && !kind.ends_with("permissions"))
+        .map(|(kind, _, _)| kind.as_str())
+        .collect();
+    assert_eq!(about_b, ["config-token"], "{found:?}");
 }

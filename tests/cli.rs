@@ -813,6 +813,7 @@ fn reef_env_in_a_known_shell() -> Command {
         .env("LANG", "C.UTF-8")
         .env("OPENCLAW_GATEWAY_TOKEN", "another-gateways-token")
         .env("OPENCLAW_STATE_DIR", "/elsewhere")
+        .env("OPENCLAW_WORKSPACE_DIR", "/elsewhere/workspace")
         .env("CLAWDBOT_GATEWAY_PORT", "1111");
     cmd
 }
@@ -835,7 +836,7 @@ fn env_prints_unset_and_export_lines_for_a_manual_run() {
         .success()
         .stderr("")
         .stdout(format!(
-            "unset CLAWDBOT_GATEWAY_PORT OPENCLAW_GATEWAY_TOKEN\n\
+            "unset CLAWDBOT_GATEWAY_PORT OPENCLAW_GATEWAY_TOKEN OPENCLAW_WORKSPACE_DIR\n\
              export OPENCLAW_PROFILE=main\n\
              export OPENCLAW_STATE_DIR=/home/ada/.openclaw-main\n\
              export OPENCLAW_CONFIG_PATH=/home/ada/.openclaw-main/openclaw.json\n\

@@ -622,7 +622,7 @@ fn env_and_systemd_export_print_the_launch_reef_up_spawns_for_every_runtime() {
 
     let reef_binary = Path::new(env!("CARGO_BIN_EXE_reef"));
     for instance in &plan.topology.instances {
-        let config = launch::read_config(&instance.config_path);
+        let config = launch::read_config(instance, &environment);
         // What the supervisor spawns.
         let up = launch::launch(instance, reef_binary, &environment, config.as_ref());
 
@@ -698,7 +698,7 @@ fn env_and_systemd_export_print_the_launch_reef_up_spawns_for_every_runtime() {
             instance,
             reef_binary,
             &environment,
-            launch::read_config(&instance.config_path).as_ref(),
+            launch::read_config(instance, &environment).as_ref(),
         )
         .argv
     };

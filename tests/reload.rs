@@ -848,3 +848,132 @@ fn an_emptied_script_mid_save_stops_nothing() {
         assert_gone(pid, name);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The config follows the plan: a port moved by a reload is written into the gateway's
+// openclaw.json (in the file where it lives, comments kept, a backup beside it) before the
+// gateway starts on it, so `openclaw --profile X` finds the gateway.
+
+#[test]
+fn a_port_moved_by_a_reload_is_written_into_the_gateways_config() {
+    let [a, a2] = claim::<2>();
+    let sandbox = Sandbox::new(&script(&[gateway("a", a.base, "")]));
+    let state_dir = sandbox.home.join(".openclaw-a");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let main = "{\n  // the gateway section is in its own file\n  gateway: { $include: './gateway.json5' },\n}\n";
+    std::fs::write(state_dir.join("openclaw.json"), main).unwrap();
+    let included = format!(
+        "{{\n  mode: 'local', // kept\n  port: {},\n}}\n",
+        a.base + 7
+    );
+    std::fs::write(state_dir.join("gateway.json5"), &included).unwrap();
+
+    let mut up = sandbox.up();
+    let before = up.wait_all_ready();
+    // At start: the stale port was brought in line first.
+    let written = std::fs::read_to_string(state_dir.join("gateway.json5")).unwrap();
+    assert_eq!(
+        written,
+        included.replace(&(a.base + 7).to_string(), &a.base.to_string())
+    );
+    assert_eq!(
+        std::fs::read_to_string(state_dir.join("gateway.json5.reef-backup")).unwrap(),
+        included
+    );
+    assert_eq!(
+        std::fs::read_to_string(state_dir.join("openclaw.json")).unwrap(),
+        main
+    );
+
+    let old = pid(&before, "a");
+    sandbox.edit_script(&script(&[gateway("a", a2.base, "")]));
+    up.wait_until("a to be ready on its new port", |status| {
+        generation(status) == 2 && restarted_on(status, "a", old, a2.base)
+    });
+    let written = std::fs::read_to_string(state_dir.join("gateway.json5")).unwrap();
+    assert!(
+        written.contains(&format!("port: {}", a2.base)) && written.contains("// kept"),
+        "{written}"
+    );
+    assert!(
+        up.proc
+            .output()
+            .contains(&format!("set gateway.port {}", a2.base)),
+        "reef logs the change:\n{}",
+        up.proc.output()
+    );
+    up.stop();
+}
+
+#[test]
+fn a_config_reef_cannot_edit_safely_keeps_the_gateway_from_starting() {
+    let [a] = claim::<1>();
+    let sandbox = Sandbox::new(&script(&[gateway("a", a.base, "")]));
+    let state_dir = sandbox.home.join(".openclaw-a");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let text = "{ gateway: { port: '${SOME_PORT}' }, env: { vars: { SOME_PORT: '1234' } } }";
+    std::fs::write(state_dir.join("openclaw.json"), text).unwrap();
+    let mut up = sandbox.up();
+    let status = up.wait_until("a to be refused", |status| state(status, "a") == "exited");
+    let message = instance(&status, "a")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("${SOME_PORT}") && message.contains("not started"),
+        "{status:#}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(state_dir.join("openclaw.json")).unwrap(),
+        text
+    );
+    up.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway's own degraded state (its restart-loop breaker) shows in the status, with what
+// to do, and goes away when it recovers. A wrapper prints what the real gateway prints.
+
+#[test]
+fn a_tripped_restart_loop_breaker_shows_in_the_status_until_it_recovers() {
+    let [a] = claim::<1>();
+    let sandbox = Sandbox::empty();
+    let flag = sandbox.path("recovered");
+    let wrapper = format!(
+        "echo '2026-12-01T05:30:50.582+00:00 [gateway] restart-loop breaker tripped: 3 unclean boot(s) within 300000ms; suppressing channel/provider account auto-start.' >&2; \
+         ( while [ ! -e {flag} ]; do sleep 0.05; done; echo '[gateway] restart-loop breaker recovered; channel auto-start restored' ) & \
+         exec {reef} gateway --port {port}",
+        flag = flag.display(),
+        reef = env!("CARGO_BIN_EXE_reef"),
+        port = a.base,
+    );
+    sandbox.edit_script(&script(&[gateway(
+        "a",
+        a.base,
+        &format!(
+            "command = {{ \"sh\", \"-c\", {} }}, health = {{ interval = 0.2 }}",
+            lua_string(&wrapper)
+        ),
+    )]));
+    let mut up = sandbox.up();
+    let status = up.wait_until("a to be ready and degraded", |status| {
+        state(status, "a") == "ready" && instance(status, "a")["degraded"].is_object()
+    });
+    let a_status = instance(&status, "a");
+    assert_eq!(a_status["degraded"]["reason"], "gateway.crash_loop_breaker");
+    let message = a_status["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("degraded: restart-loop breaker tripped")
+            && message.contains("channels.start"),
+        "{status:#}"
+    );
+    let table = sandbox.run(&["status", sandbox.script()]);
+    assert!(table.stdout.contains("degraded:"), "{table}");
+
+    std::fs::write(&flag, "").unwrap();
+    up.wait_until("a to be no longer degraded", |status| {
+        let a = instance(status, "a");
+        a["degraded"].is_null() && a["message"].is_null() && state(status, "a") == "ready"
+    });
+    up.stop();
+}

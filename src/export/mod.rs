@@ -178,9 +178,9 @@ pub struct Options {
     /// resolved on this host (runtime openclaw without a `command`): units run under the
     /// service manager's PATH, not the caller's.
     pub binaries: Binaries,
-    /// Each instance's parsed config, by instance name, where one exists: the launch adds the
+    /// Each instance's resolved config, by instance name, where one exists: the launch adds the
     /// flags for what it lacks, as `reef up` does.
-    pub configs: BTreeMap<String, serde_json::Value>,
+    pub configs: BTreeMap<String, launch::Config>,
     /// The topology script, absolute (supervisor units run `reef up` on it).
     pub script: PathBuf,
     /// A short name for the topology (Compose project, Nomad job, Kubernetes labels).

@@ -21,7 +21,16 @@ use super::{Limits, ScriptError, ScriptErrorKind, caller_location, state};
 use crate::host;
 
 /// Events a hook can wait for.
-pub const EVENTS: &[&str] = &["ready", "unhealthy", "healthy", "exit", "blocked", "reload"];
+pub const EVENTS: &[&str] = &[
+    "ready",
+    "unhealthy",
+    "healthy",
+    "exit",
+    "blocked",
+    "degraded",
+    "recovered",
+    "reload",
+];
 
 /// What one hook invocation may use.
 pub const HOOK_LIMITS: Limits = Limits {

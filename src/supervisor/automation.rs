@@ -131,6 +131,10 @@ impl Event {
         let (reason, code, signal) = match &event.kind {
             EventKind::Unhealthy { reason } => (Some(reason.clone()), None, None),
             EventKind::Blocked { holder } => (Some(holder.clone()), None, None),
+            EventKind::Degraded {
+                message, advice, ..
+            } => (Some(format!("{message}; {advice}")), None, None),
+            EventKind::Recovered { reason } => (Some(format!("{reason} is over")), None, None),
             EventKind::Exited {
                 pid: ended,
                 code,

@@ -59,6 +59,16 @@ pub enum EventKind {
     ReloadApplied { diff: DiffNames },
     /// A reload failed; the running topology is unchanged.
     ReloadFailed { message: String },
+    /// The running gateway reported a degraded state of its own (restart-loop breaker tripped,
+    /// a stability bundle written): it answers probes but does not do all its work.
+    Degraded {
+        reason: String,
+        message: String,
+        advice: String,
+        bundle: Option<std::path::PathBuf>,
+    },
+    /// The degraded state is over (the breaker recovered).
+    Recovered { reason: String },
 }
 
 impl EventKind {
@@ -70,6 +80,8 @@ impl EventKind {
             EventKind::Healthy => "healthy",
             EventKind::Exited { .. } => "exit",
             EventKind::Blocked { .. } => "blocked",
+            EventKind::Degraded { .. } => "degraded",
+            EventKind::Recovered { .. } => "recovered",
             EventKind::ReloadApplied { .. } => "reload",
             _ => return None,
         })

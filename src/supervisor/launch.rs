@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::gateway_config::{self, ConfigError, GatewaySettings};
 use crate::topology::{Instance, Runtime};
 
 /// Variables passed through from reef's own environment; everything else is dropped, so a
@@ -132,41 +133,76 @@ pub fn describe(
     instance: &Instance,
     binaries: &Binaries,
     inherited: &BTreeMap<String, String>,
-    config: Option<&serde_json::Value>,
+    config: Option<&Config>,
 ) -> Launch {
-    let mut env: BTreeMap<String, String> = inherited
-        .iter()
-        .filter(|(key, _)| is_passed_through(key))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    env.extend(gateway_env(instance));
     Launch {
         argv: argv(instance, binaries, config),
-        env,
+        env: environment(instance, inherited),
         cwd: instance.state_dir.clone(),
     }
 }
 
 /// What `reef up` runs for `instance`: [`describe`] with `openclaw` left to the gateway's PATH.
 /// `reef_binary` runs the built-in gateway; `inherited` is reef's own environment; `config` is
-/// the instance's parsed config, if any.
+/// what reef knows of the instance's config ([`read_config`]).
 pub fn launch(
     instance: &Instance,
     reef_binary: &Path,
     inherited: &BTreeMap<String, String>,
-    config: Option<&serde_json::Value>,
+    config: Option<&Config>,
 ) -> Launch {
     describe(instance, &Binaries::new(reef_binary), inherited, config)
 }
 
-/// The command line of `instance`. The real gateway gets `--allow-unconfigured` when its config
-/// lacks `gateway.mode` and `--bind loopback` when it lacks `gateway.bind` (shared/OPENCLAW.md,
-/// "Running it as a supervised child"); the instance's `args` come last.
-pub fn argv(
-    instance: &Instance,
-    binaries: &Binaries,
-    config: Option<&serde_json::Value>,
-) -> Vec<String> {
+/// What reef knows of an instance's config for its launch: `None`, no file (the gateway starts
+/// without one); else its settings, or why reef cannot resolve them.
+pub type Config = Result<GatewaySettings, ConfigError>;
+
+/// A flag reef adds to the real gateway's command line, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedFlag {
+    pub flag: &'static [&'static str],
+    pub reason: &'static str,
+}
+
+/// The flags the real gateway needs for what its resolved config lacks (shared/OPENCLAW.md,
+/// "Running it as a supervised child"): `--allow-unconfigured` without `gateway.mode`,
+/// `--bind loopback` without `gateway.bind`. A config reef cannot resolve gets none: reef never
+/// overrides a setting it cannot see (the gateway reports the config itself).
+pub fn added_flags(config: Option<&Config>) -> Vec<AddedFlag> {
+    let (mode, bind) = match config {
+        None => (None, None),
+        Some(Ok(settings)) => (settings.mode.as_deref(), settings.bind.as_deref()),
+        Some(Err(_)) => return Vec::new(),
+    };
+    let no_file = config.is_none();
+    let mut flags = Vec::new();
+    if mode.is_none() {
+        flags.push(AddedFlag {
+            flag: &["--allow-unconfigured"],
+            reason: if no_file {
+                "there is no config file"
+            } else {
+                "the config sets no gateway.mode"
+            },
+        });
+    }
+    if bind.is_none() {
+        flags.push(AddedFlag {
+            flag: &["--bind", "loopback"],
+            reason: if no_file {
+                "there is no config file"
+            } else {
+                "the config sets no gateway.bind"
+            },
+        });
+    }
+    flags
+}
+
+/// The command line of `instance`. The real gateway gets the [`added_flags`] its config
+/// needs; the instance's `args` come last.
+pub fn argv(instance: &Instance, binaries: &Binaries, config: Option<&Config>) -> Vec<String> {
     let port = instance.port.to_string();
     let mut argv: Vec<String> = match instance.runtime {
         Runtime::Builtin => vec![
@@ -186,12 +222,8 @@ pub fn argv(
                 ]
             });
             argv.extend(["gateway".into(), "--port".into(), port]);
-            let gateway = config.and_then(|c| c.get("gateway"));
-            if gateway.and_then(|g| g.get("mode")).is_none() {
-                argv.push("--allow-unconfigured".into());
-            }
-            if gateway.and_then(|g| g.get("bind")).is_none() {
-                argv.extend(["--bind".into(), "loopback".into()]);
+            for added in added_flags(config) {
+                argv.extend(added.flag.iter().map(|word| (*word).to_owned()));
             }
             argv
         }
@@ -223,10 +255,30 @@ pub fn dropped_selectors(inherited: &BTreeMap<String, String>, launch: &Launch) 
         .collect()
 }
 
-/// The instance's config as the gateway will read it (JSON5), if it exists and parses.
-pub fn read_config(path: &Path) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(path).ok()?;
-    json5::from_str(&text).ok()
+/// The environment the gateway resolves its config in: the passed-through part of `inherited`
+/// and the gateway's own variables (what [`describe`] gives it).
+pub fn environment(
+    instance: &Instance,
+    inherited: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = inherited
+        .iter()
+        .filter(|(key, _)| is_passed_through(key))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.extend(gateway_env(instance));
+    env
+}
+
+/// The instance's config as the gateway will resolve it ([`gateway_config::resolve`] in the
+/// gateway's environment): `None` when there is no file. Reads the filesystem.
+pub fn read_config(instance: &Instance, inherited: &BTreeMap<String, String>) -> Option<Config> {
+    let env = environment(instance, inherited);
+    match gateway_config::resolve(&instance.config_path, &env) {
+        Ok(None) => None,
+        Ok(Some(resolved)) => Some(GatewaySettings::of(&resolved)),
+        Err(err) => Some(Err(err)),
+    }
 }
 
 #[cfg(test)]
@@ -294,7 +346,11 @@ mod tests {
                 "loopback"
             ]
         );
-        let config = serde_json::json!({ "gateway": { "mode": "local", "bind": "loopback" } });
+        let config: Config = Ok(GatewaySettings {
+            mode: Some("local".into()),
+            bind: Some("loopback".into()),
+            ..GatewaySettings::default()
+        });
         let configured = launch(&real, Path::new("/bin/reef"), &inherited(), Some(&config));
         assert_eq!(configured.argv, ["openclaw", "gateway", "--port", "18789"]);
 
@@ -375,16 +431,65 @@ mod tests {
     }
 
     #[test]
-    fn configs_are_read_as_json5_and_missing_or_broken_ones_are_none() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("openclaw.json");
-        assert_eq!(read_config(&path), None);
-        std::fs::write(&path, "{ gateway: { mode: 'local' }, // comment\n }").unwrap();
+    fn a_setting_reef_cannot_see_is_never_overridden() {
+        let real = instance(|s| s.runtime = Some(Runtime::Openclaw));
+        let custom: Config = Ok(GatewaySettings {
+            mode: Some("local".into()),
+            bind: Some("custom".into()),
+            custom_bind_host: Some("127.0.0.2".into()),
+            ..GatewaySettings::default()
+        });
+        let argv = launch(&real, Path::new("/bin/reef"), &inherited(), Some(&custom)).argv;
+        assert_eq!(argv, ["openclaw", "gateway", "--port", "18789"]);
+        let mode_only: Config = Ok(GatewaySettings {
+            mode: Some("local".into()),
+            ..GatewaySettings::default()
+        });
         assert_eq!(
-            read_config(&path),
-            Some(serde_json::json!({ "gateway": { "mode": "local" } }))
+            added_flags(Some(&mode_only)),
+            [AddedFlag {
+                flag: &["--bind", "loopback"],
+                reason: "the config sets no gateway.bind"
+            }]
         );
-        std::fs::write(&path, "{ gateway: ").unwrap();
-        assert_eq!(read_config(&path), None);
+        // A config reef cannot resolve: no flag at all, whatever it may hold.
+        let unresolvable: Config = Err(ConfigError::Unresolved {
+            file: "/c/openclaw.json".into(),
+            key: "gateway.bind".into(),
+            var: "BIND".into(),
+        });
+        let argv = launch(
+            &real,
+            Path::new("/bin/reef"),
+            &inherited(),
+            Some(&unresolvable),
+        )
+        .argv;
+        assert_eq!(argv, ["openclaw", "gateway", "--port", "18789"]);
+    }
+
+    #[test]
+    fn configs_are_resolved_in_the_gateways_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let instance = instance(|s| {
+            s.config_path = Some(dir.path().join("openclaw.json").display().to_string());
+            s.env = Some(BTreeMap::from([("BIND".to_owned(), "lan".to_owned())]));
+        });
+        assert!(read_config(&instance, &inherited()).is_none());
+        std::fs::write(
+            &instance.config_path,
+            "{ gateway: { $include: './g.json5' }, // comment\n }",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("g.json5"),
+            "{ mode: 'local', bind: '${BIND}' }",
+        )
+        .unwrap();
+        let settings = read_config(&instance, &inherited()).unwrap().unwrap();
+        assert_eq!(settings.mode.as_deref(), Some("local"));
+        assert_eq!(settings.bind.as_deref(), Some("lan"));
+        std::fs::write(&instance.config_path, "{ gateway: ").unwrap();
+        assert!(read_config(&instance, &inherited()).unwrap().is_err());
     }
 }

@@ -80,6 +80,8 @@ pub enum Input {
         lasting: bool,
     },
     ProbeDone(Result<(), String>),
+    /// The running gateway's own state changed (`None`: no longer degraded).
+    Degraded(Option<super::degraded::Degraded>),
     Exited(Exit),
     /// The timer set by the last [`Effect::Timer`] fired.
     Timer,
@@ -191,6 +193,7 @@ impl Machine {
             ports: ports_of(&instance),
             last_exit: None,
             message: (!instance.enabled).then(|| "disabled in the topology".to_owned()),
+            degraded: None,
             log,
         };
         Machine {
@@ -340,6 +343,7 @@ impl Machine {
                 }
             }
             Input::ProbeDone(result) => self.on_probe(result, &mut out, now, unix_now),
+            Input::Degraded(degraded) => self.on_degraded(degraded, &mut out),
             Input::Exited(exit) => self.on_exit(exit, &mut out, now, unix_now),
             Input::Timer => self.on_timer(&mut out, now, unix_now),
         }
@@ -525,9 +529,36 @@ impl Machine {
             status.started_at = Some(unix_now);
             status.adopted = false;
             status.message = None;
+            status.degraded = None;
         });
         out.push(Effect::Publish(EventKind::Spawned { pid }));
         out.push(Effect::Timer(Some(now + STARTUP_POLL_FIRST)));
+    }
+
+    /// The gateway's own state: a note on the running instance and an event, never a restart
+    /// (restarting a gateway whose breaker tripped would only count one more unclean boot).
+    fn on_degraded(&mut self, degraded: Option<super::degraded::Degraded>, out: &mut Vec<Effect>) {
+        if !matches!(self.phase, Phase::Running(_)) || self.status.degraded == degraded {
+            return;
+        }
+        let previous = self.status.degraded.take();
+        let previous_note = previous.as_ref().map(super::degraded::Degraded::note);
+        if self.status.message.is_none() || self.status.message == previous_note {
+            self.status.message = degraded.as_ref().map(super::degraded::Degraded::note);
+        }
+        self.status.degraded = degraded.clone();
+        match (degraded, previous) {
+            (Some(now), _) => out.push(Effect::Publish(EventKind::Degraded {
+                reason: now.reason,
+                message: now.message,
+                advice: now.advice,
+                bundle: now.bundle,
+            })),
+            (None, Some(before)) => out.push(Effect::Publish(EventKind::Recovered {
+                reason: before.reason,
+            })),
+            (None, None) => {}
+        }
     }
 
     fn on_timer(&mut self, out: &mut Vec<Effect>, now: Instant, unix_now: f64) {
@@ -874,6 +905,7 @@ impl Machine {
             status.ready = false;
             status.healthy = None;
             status.started_at = None;
+            status.degraded = None;
         }
         edit(status);
     }

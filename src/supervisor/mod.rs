@@ -23,6 +23,7 @@
 pub mod automation;
 pub mod backoff;
 pub mod colony;
+pub mod degraded;
 pub mod events;
 pub mod launch;
 pub mod ledger;

@@ -8,6 +8,7 @@
 //! buffer per gateway: with liveness probes every 30 s by default, a kept-alive connection
 //! would cost more memory per gateway than the connections it saves cost CPU.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,10 +40,16 @@ const READ_BUFFER: usize = 1024;
 /// A probe answer is a few bytes of JSON; anything huge is not one.
 const MAX_BODY: usize = 64 * 1024;
 
-/// GETs `path` on `port` (loopback) within `timeout` and checks that the JSON body holds
-/// `expect`'s field as `true`.
-pub async fn probe(port: u16, path: &str, expect: Expect, timeout: Duration) -> Result<(), String> {
-    let (status, body) = tokio::time::timeout(timeout, get(port, path))
+/// GETs `path` on `host:port` within `timeout` and checks that the JSON body holds `expect`'s
+/// field as `true`.
+pub async fn probe(
+    host: IpAddr,
+    port: u16,
+    path: &str,
+    expect: Expect,
+    timeout: Duration,
+) -> Result<(), String> {
+    let (status, body) = tokio::time::timeout(timeout, get(host, port, path))
         .await
         .map_err(|_| format!("no answer within {:.1} s", timeout.as_secs_f64()))??;
     let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
@@ -58,10 +65,11 @@ pub async fn probe(port: u16, path: &str, expect: Expect, timeout: Duration) -> 
     }
 }
 
-async fn get(port: u16, path: &str) -> Result<(u16, Bytes), String> {
-    let stream = TcpStream::connect(("127.0.0.1", port))
+async fn get(host: IpAddr, port: u16, path: &str) -> Result<(u16, Bytes), String> {
+    let address = SocketAddr::new(host, port);
+    let stream = TcpStream::connect(address)
         .await
-        .map_err(|err| format!("cannot connect to port {port}: {err}"))?;
+        .map_err(|err| format!("cannot connect to {address}: {err}"))?;
     let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
         .read_buf_exact_size(Some(READ_BUFFER))
         .writev(false)
@@ -70,7 +78,7 @@ async fn get(port: u16, path: &str) -> Result<(u16, Bytes), String> {
         .map_err(|err| format!("HTTP handshake failed: {err}"))?;
     let exchange = async {
         let request = Request::get(path)
-            .header("host", format!("127.0.0.1:{port}"))
+            .header("host", address.to_string())
             .header("user-agent", "reef-probe")
             .header("connection", "close")
             .body(Empty::<Bytes>::new())

@@ -132,7 +132,13 @@ impl RealHost {
     }
 
     /// Takes over a gateway found alive (pid, start time and marker proven).
-    pub fn adopt(&self, entry: &Entry, pid: u32, start_ticks: u64) -> Result<RealProcess, String> {
+    pub fn adopt(
+        &self,
+        instance: &Instance,
+        entry: &Entry,
+        pid: u32,
+        start_ticks: u64,
+    ) -> Result<RealProcess, String> {
         let watch = ExitWatch::open(pid).map_err(|err| format!("cannot watch pid {pid}: {err}"))?;
         // Checked after the pidfd is open: the pid cannot be reused from here on.
         if !markers::is_ours(pid, start_ticks, &self.topology, Some(&entry.spawn)) {
@@ -159,6 +165,11 @@ impl RealHost {
             topology: self.topology.clone(),
             ledger: self.ledger.clone(),
             reap_grace: reap_grace(entry.stop_timeout),
+            probe_host: match super::launch::read_config(instance, &self.inherited_env) {
+                Some(Ok(settings)) => settings.probe_host(),
+                _ => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            },
+            log_watch: super::degraded::LogWatch::adopted(&entry.log, &instance.profile),
             kind: Kind::Adopted(watch),
         })
     }
@@ -240,18 +251,24 @@ impl Host for RealHost {
             let inherited = self.inherited_env.clone();
             tokio::task::spawn_blocking(move || {
                 let prepared = prepare(&instance, &log, &reef_binary, &inherited)?;
-                fork(prepared, &marker)
+                let probe_host = prepared.probe_host;
+                let log_watch =
+                    super::degraded::LogWatch::from(&log, &instance.profile, prepared.log_start);
+                fork(prepared, &marker).map(|(child, pid, start_ticks)| {
+                    (child, pid, start_ticks, (probe_host, log_watch))
+                })
             })
             .await
             .map_err(|_| SpawnError::from("starting the gateway panicked".to_owned()))
         };
-        let (child, pid, start_ticks) = match started.and_then(|started| started) {
-            Ok(started) => started,
-            Err(err) => {
-                self.ledger.ended(&instance.name, &spawn);
-                return Err(err);
-            }
-        };
+        let (child, pid, start_ticks, (probe_host, log_watch)) =
+            match started.and_then(|started| started) {
+                Ok(started) => started,
+                Err(err) => {
+                    self.ledger.ended(&instance.name, &spawn);
+                    return Err(err);
+                }
+            };
         self.ledger.record(&instance.name, &spawn, pid, start_ticks);
         Ok(RealProcess {
             name: instance.name.clone(),
@@ -261,6 +278,8 @@ impl Host for RealHost {
             topology: self.topology.clone(),
             ledger: self.ledger.clone(),
             reap_grace: reap_grace(instance.stop.timeout),
+            probe_host,
+            log_watch,
             kind: Kind::Child(child),
         })
     }
@@ -273,6 +292,8 @@ fn fork(
 ) -> Result<(tokio::process::Child, u32, Option<u64>), SpawnError> {
     let Prepared {
         launch,
+        probe_host: _,
+        log_start: _,
         stdout,
         stderr,
     } = prepared;
@@ -318,8 +339,48 @@ fn fork(
 
 struct Prepared {
     launch: super::launch::Launch,
+    probe_host: std::net::IpAddr,
+    /// The log's length once reef's start marker is in: the gateway's own lines follow.
+    log_start: u64,
     stdout: std::fs::File,
     stderr: std::fs::File,
+}
+
+/// The instance's config, with its `gateway.port` brought in line with the plan first (for the
+/// real and the built-in gateway): the previous process has exited, so the gateway's own
+/// config watcher never races the edit. An edit reef cannot make safely refuses the start
+/// (lasting): a gateway the CLI cannot find is not started.
+fn config_in_line(
+    instance: &Instance,
+    inherited: &BTreeMap<String, String>,
+) -> Result<Option<super::launch::Config>, SpawnError> {
+    use crate::topology::Runtime;
+    let config = super::launch::read_config(instance, inherited);
+    if instance.runtime == Runtime::Command {
+        return Ok(config);
+    }
+    match crate::gateway_config::keep_port(&instance.config_path, instance.port, config.as_ref()) {
+        Ok(None) => Ok(config),
+        Ok(Some(edit)) => {
+            tracing::info!(
+                instance = %instance.name,
+                "set gateway.port {} in {} (was {}) so that `openclaw --profile {}` finds the gateway; the old file is kept as {}",
+                instance.port,
+                edit.file.display(),
+                edit.previous.map(|v| v.to_string()).unwrap_or_else(|| "unset".into()),
+                instance.profile,
+                edit.backup.display()
+            );
+            Ok(super::launch::read_config(instance, inherited))
+        }
+        Err(err) => Err(SpawnError {
+            message: format!(
+                "not started: its config's gateway.port differs from the plan's {} and {err}",
+                instance.port
+            ),
+            lasting: true,
+        }),
+    }
 }
 
 /// The blocking part of a spawn: the state dir, the config, the log.
@@ -342,8 +403,20 @@ fn prepare(
                 )
             })?;
     }
-    let config = super::launch::read_config(&instance.config_path);
+    let config = config_in_line(instance, inherited)?;
+    let probe_host = match &config {
+        Some(Ok(settings)) => settings.probe_host(),
+        _ => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    };
     let launch = super::launch::launch(instance, reef_binary, inherited, config.as_ref());
+    for added in super::launch::added_flags(config.as_ref()) {
+        if instance.runtime == crate::topology::Runtime::Openclaw {
+            tracing::info!(instance = %instance.name, "adding {}: {}", added.flag.join(" "), added.reason);
+        }
+    }
+    if let Some(Err(err)) = &config {
+        tracing::warn!(instance = %instance.name, "cannot resolve the config, so reef adds no flag for it: {err}");
+    }
     let mut stdout = logs::open_for_gateway(log).map_err(|err| SpawnError {
         message: format!("cannot open log {}: {err}", log.display()),
         lasting: err.kind() != std::io::ErrorKind::NotFound,
@@ -357,11 +430,14 @@ fn prepare(
             format_args!("{:.3}", unix_now())
         );
     }
+    let log_start = stdout.metadata().map(|meta| meta.len()).unwrap_or(0);
     let stderr = stdout
         .try_clone()
         .map_err(|err| format!("cannot share log {}: {err}", log.display()))?;
     Ok(Prepared {
         launch,
+        probe_host,
+        log_start,
         stdout,
         stderr,
     })
@@ -376,6 +452,10 @@ pub struct RealProcess {
     topology: String,
     ledger: LedgerHandle,
     reap_grace: Duration,
+    /// Where the probes reach it: loopback, or the one address its config binds.
+    probe_host: std::net::IpAddr,
+    /// Its log, read for the degraded states it reports itself.
+    log_watch: super::degraded::LogWatch,
     kind: Kind,
 }
 
@@ -453,7 +533,12 @@ impl Process for RealProcess {
         expect: Expect,
         timeout: Duration,
     ) -> impl Future<Output = Result<(), String>> + Send + 'static {
-        async move { probe::probe(port, &path, expect, timeout).await }
+        let host = self.probe_host;
+        async move { probe::probe(host, port, &path, expect, timeout).await }
+    }
+
+    fn degraded(&mut self) -> Option<Option<super::degraded::Degraded>> {
+        self.log_watch.look()
     }
 
     async fn reap(self) {

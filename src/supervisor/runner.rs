@@ -63,6 +63,11 @@ pub trait Process: Send + 'static {
     /// After the exit: end what is left of the group and of its escaped descendants, and
     /// record the end in the ledger.
     fn reap(self) -> impl Future<Output = ()> + Send;
+    /// Whether the gateway's own degraded state changed since the last look (`Some(None)`:
+    /// it recovered). Looked at after every probe; cheap and bounded.
+    fn degraded(&mut self) -> Option<Option<super::degraded::Degraded>> {
+        None
+    }
 }
 
 /// What an instance task needs from the host.
@@ -212,6 +217,7 @@ pub fn spawn<H: Host>(
         finish: Vec::new(),
         finished: false,
         retired: true,
+        pending: None,
     };
     tokio::spawn(runner.run(adoption));
     InstanceHandle {
@@ -245,6 +251,8 @@ struct Runner<H: Host> {
     finished: bool,
     /// Whether the host was told the instance is down for good (since its last spawn).
     retired: bool,
+    /// An input learnt along with another one, handed to the machine next.
+    pending: Option<Input>,
 }
 
 impl<H: Host> Runner<H> {
@@ -271,7 +279,10 @@ impl<H: Host> Runner<H> {
         };
         self.carry_out(effects).await;
         while !self.finished {
-            let input = self.next_input().await;
+            let input = match self.pending.take() {
+                Some(input) => input,
+                None => self.next_input().await,
+            };
             let effects = self.machine.step(input, Instant::now(), unix_now());
             self.carry_out(effects).await;
         }
@@ -316,6 +327,9 @@ impl<H: Host> Runner<H> {
             }
             Received::Probe(result) => {
                 self.probe = None;
+                if let Some(change) = self.process.as_mut().and_then(|process| process.degraded()) {
+                    self.pending = Some(Input::Degraded(change));
+                }
                 Input::ProbeDone(result)
             }
             Received::Timer => {
@@ -558,6 +572,22 @@ impl<H: Host> Runner<H> {
                 reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
             ),
             Kind::ConfigError { message } => tracing::error!(instance = %name, "{message}"),
+            Kind::Degraded {
+                message,
+                advice,
+                bundle,
+                ..
+            } => tracing::warn!(
+                instance = %name,
+                "degraded: {message}{}; {advice}",
+                bundle
+                    .as_ref()
+                    .map(|b| format!(" (stability bundle {})", b.display()))
+                    .unwrap_or_default()
+            ),
+            Kind::Recovered { reason } => {
+                tracing::info!(instance = %name, "no longer degraded ({reason} is over)")
+            }
             Kind::ReloadApplied { .. } | Kind::ReloadFailed { .. } => {}
         }
     }

@@ -87,6 +87,9 @@ pub struct InstanceStatus {
     pub last_exit: Option<String>,
     /// Why the instance is in its state (blocked by whom, the error, the next restart).
     pub message: Option<String>,
+    /// A degraded state the running gateway reported itself (its restart-loop breaker, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<super::degraded::Degraded>,
     pub log: PathBuf,
 }
 

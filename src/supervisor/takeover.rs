@@ -188,7 +188,7 @@ pub async fn take_over(
         let instance = plan.topology.instance(&found.entry.name);
         match instance {
             Some(instance) if instance.enabled && instance.spec_hash() == found.entry.spec_hash => {
-                match host.adopt(&found.entry, found.pid, found.start_ticks) {
+                match host.adopt(instance, &found.entry, found.pid, found.start_ticks) {
                     Ok(process) => {
                         adoptions.insert(
                             found.entry.name.clone(),
