@@ -954,7 +954,8 @@ fn a_tripped_restart_loop_breaker_shows_in_the_status_until_it_recovers() {
             "command = {{ \"sh\", \"-c\", {} }}, health = {{ interval = 0.2 }}",
             lua_string(&wrapper)
         ),
-    )]));
+    ), "reef.on(\"degraded\", function(e) reef.log.warn(\"hook saw degraded: \" .. e.reason) end)\n".to_owned(),
+    "reef.on(\"recovered\", function(e) reef.log.warn(\"hook saw recovered: \" .. e.reason) end)\n".to_owned()]));
     let mut up = sandbox.up();
     let status = up.wait_until("a to be ready and degraded", |status| {
         state(status, "a") == "ready" && instance(status, "a")["degraded"].is_object()
@@ -974,6 +975,11 @@ fn a_tripped_restart_loop_breaker_shows_in_the_status_until_it_recovers() {
     up.wait_until("a to be no longer degraded", |status| {
         let a = instance(status, "a");
         a["degraded"].is_null() && a["message"].is_null() && state(status, "a") == "ready"
+    });
+    up.wait_output("both hooks", |output| {
+        output
+            .contains("hook saw degraded: gateway.crash_loop_breaker: restart-loop breaker tripped")
+            && output.contains("hook saw recovered: gateway.crash_loop_breaker is over")
     });
     up.stop();
 }

@@ -132,8 +132,11 @@ impl Event {
             EventKind::Unhealthy { reason } => (Some(reason.clone()), None, None),
             EventKind::Blocked { holder } => (Some(holder.clone()), None, None),
             EventKind::Degraded {
-                message, advice, ..
-            } => (Some(format!("{message}; {advice}")), None, None),
+                reason,
+                message,
+                advice,
+                ..
+            } => (Some(format!("{reason}: {message}; {advice}")), None, None),
             EventKind::Recovered { reason } => (Some(format!("{reason} is over")), None, None),
             EventKind::Exited {
                 pid: ended,

@@ -908,6 +908,12 @@ impl Machine {
             status.degraded = None;
         }
         edit(status);
+        // A running gateway's own degraded state is its note unless something says more.
+        if status.message.is_none()
+            && let Some(degraded) = &status.degraded
+        {
+            status.message = Some(degraded.note());
+        }
     }
 }
 

@@ -588,6 +588,21 @@ impl Up<'_> {
         self.wait_until_checking(what, |_| {}, done)
     }
 
+    /// Polls reef up's own output until `done` holds for it (hooks log there).
+    pub fn wait_output(&mut self, what: &str, done: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        while !done(&self.proc.output()) {
+            self.assert_running(what, "(not polled)");
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {DEADLINE:?} waiting for {what}{}",
+                    self.context("(not polled)")
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
     /// Waits until every instance is ready.
     pub fn wait_all_ready(&mut self) -> Value {
         self.wait_until("every instance to be ready", all_ready)
