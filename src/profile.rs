@@ -181,6 +181,63 @@ mod tests {
         assert_eq!(cli_forces_port("main"), None);
     }
 
+    /// What the real CLI (openclaw 2026.9.6) resolves for each name with no config: the port it
+    /// looks for the gateway on and the config path under HOME. Generated once with
+    /// `tools/profile-parity.sh`; the CLI refuses the invalid names `name_rule` lists.
+    const CLI_RESOLVES: &[(&str, u16, &str)] = &[
+        ("main", 23592, ".openclaw-main/openclaw.json"),
+        ("rescue", 23532, ".openclaw-rescue/openclaw.json"),
+        ("ops", 55291, ".openclaw-ops/openclaw.json"),
+        ("work", 41984, ".openclaw-work/openclaw.json"),
+        ("test", 53445, ".openclaw-test/openclaw.json"),
+        ("dev", 19001, ".openclaw-dev/openclaw.json"),
+        ("Dev", 57916, ".openclaw-Dev/openclaw.json"),
+        ("DEV", 38844, ".openclaw-DEV/openclaw.json"),
+        ("default", 18789, ".openclaw/openclaw.json"),
+        ("Default", 18789, ".openclaw/openclaw.json"),
+        ("DEFAULT", 18789, ".openclaw/openclaw.json"),
+        ("a", 22220, ".openclaw-a/openclaw.json"),
+        ("z", 57933, ".openclaw-z/openclaw.json"),
+        ("0", 42063, ".openclaw-0/openclaw.json"),
+        ("9lives", 51431, ".openclaw-9lives/openclaw.json"),
+        ("my_bot", 24905, ".openclaw-my_bot/openclaw.json"),
+        ("my-bot", 30467, ".openclaw-my-bot/openclaw.json"),
+        ("Rescue_1", 48776, ".openclaw-Rescue_1/openclaw.json"),
+        ("UPPER", 23303, ".openclaw-UPPER/openclaw.json"),
+        ("mIxEd", 41752, ".openclaw-mIxEd/openclaw.json"),
+        ("x-_-y", 50681, ".openclaw-x-_-y/openclaw.json"),
+        ("gateway", 52057, ".openclaw-gateway/openclaw.json"),
+        ("node", 55661, ".openclaw-node/openclaw.json"),
+        ("bot2", 27908, ".openclaw-bot2/openclaw.json"),
+        ("prod", 56084, ".openclaw-prod/openclaw.json"),
+        ("staging", 28422, ".openclaw-staging/openclaw.json"),
+        ("fleet-01", 43209, ".openclaw-fleet-01/openclaw.json"),
+        ("fleet_02", 49206, ".openclaw-fleet_02/openclaw.json"),
+        ("r2d2", 33363, ".openclaw-r2d2/openclaw.json"),
+        ("alpha-beta", 36512, ".openclaw-alpha-beta/openclaw.json"),
+        (
+            "pppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppp",
+            47205,
+            ".openclaw-pppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppp/openclaw.json",
+        ),
+    ];
+
+    #[test]
+    fn every_derived_value_matches_the_real_cli() {
+        let home = Path::new("/home/ada");
+        for &(name, port, config) in CLI_RESOLVES {
+            assert!(check_name(name).is_ok(), "{name}");
+            assert_eq!(hashed_port(name), port, "{name}");
+            let paths = ProfilePaths::resolve(name, home);
+            assert_eq!(paths.config_path, home.join(config), "{name}");
+            assert_eq!(
+                paths.config_path.parent(),
+                Some(paths.state_dir.as_path()),
+                "{name}"
+            );
+        }
+    }
+
     #[test]
     fn hashed_ports_match_openclaw() {
         assert_eq!(hashed_port("rescue"), 23532);

@@ -21,6 +21,10 @@ const MAX_READ: u64 = 1024 * 1024;
 const ADOPTED_TAIL: u64 = 256 * 1024;
 /// A line longer than this is no line the gateway's degraded markers are on.
 const MAX_LINE: usize = 16 * 1024;
+/// Looks closer together than this are skipped (probes run every 10 ms while a gateway starts).
+const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+/// The line reef writes before each start: what came before it is another process's.
+const START_MARKER: &str = "--- reef: starting ";
 
 const BREAKER_REASON: &str = "gateway.crash_loop_breaker";
 const TRIPPED: &str = "restart-loop breaker tripped";
@@ -56,6 +60,8 @@ impl Degraded {
 /// What one line of the gateway's output says about its state, if anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sign {
+    /// reef started another process: whatever the last one said is over.
+    Started,
     Tripped(String),
     Recovered,
     /// A stability bundle at this path, for this reason (from its file name).
@@ -67,6 +73,9 @@ pub enum Sign {
 
 /// Reads one line (colours removed) for a sign of a degraded state.
 pub fn sign_of(line: &str) -> Option<Sign> {
+    if line.starts_with(START_MARKER) {
+        return Some(Sign::Started);
+    }
     let line = strip_colours(line);
     if let Some(at) = line.find(TRIPPED) {
         let message = line[at..].trim_end();
@@ -111,6 +120,7 @@ fn strip_colours(line: &str) -> String {
 /// The state after `sign`, from `state`.
 pub fn apply(state: Option<Degraded>, sign: Sign, profile: &str) -> Option<Degraded> {
     match sign {
+        Sign::Started => None,
         Sign::Tripped(message) => Some(Degraded {
             reason: BREAKER_REASON.into(),
             message,
@@ -149,6 +159,7 @@ pub struct LogWatch {
     offset: u64,
     partial: Vec<u8>,
     state: Option<Degraded>,
+    last_look: Option<std::time::Instant>,
 }
 
 impl LogWatch {
@@ -160,6 +171,7 @@ impl LogWatch {
             offset,
             partial: Vec::new(),
             state: None,
+            last_look: None,
         }
     }
 
@@ -177,6 +189,14 @@ impl LogWatch {
     /// Reads what was written since the last look (at most [`MAX_READ`]); `Some(new state)`
     /// when the state changed.
     pub fn look(&mut self) -> Option<Option<Degraded>> {
+        let now = std::time::Instant::now();
+        if self
+            .last_look
+            .is_some_and(|last| now.duration_since(last) < MIN_INTERVAL)
+        {
+            return None;
+        }
+        self.last_look = Some(now);
         let before = self.state.clone();
         let mut file = std::fs::File::open(&self.path).ok()?;
         let length = file.metadata().ok()?.len();
@@ -268,23 +288,39 @@ mod tests {
         std::fs::write(&log, format!("{TRIP}\nold run\n")).unwrap();
         let start = std::fs::metadata(&log).unwrap().len();
         let mut watch = LogWatch::from(&log, "a", start);
-        assert_eq!(watch.look(), None);
+        let mut look = |watch: &mut LogWatch| {
+            watch.last_look = None;
+            watch.look()
+        };
+        assert_eq!(look(&mut watch), None);
         use std::io::Write;
         let mut out = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
         write!(out, "{}", &TRIP[..40]).unwrap();
-        assert_eq!(watch.look(), None, "half a line is not read yet");
+        assert_eq!(look(&mut watch), None, "half a line is not read yet");
         writeln!(out, "{}", &TRIP[40..]).unwrap();
-        let state = watch.look().expect("changed").expect("degraded");
+        let state = look(&mut watch).expect("changed").expect("degraded");
         assert_eq!(state.reason, "gateway.crash_loop_breaker");
-        assert_eq!(watch.look(), None);
+        assert_eq!(look(&mut watch), None);
         writeln!(
             out,
             "[gateway] restart-loop breaker recovered; channel auto-start restored"
         )
         .unwrap();
-        assert_eq!(watch.look(), Some(None));
-        // An adopted gateway's watch finds the state it is still in.
-        let adopted = LogWatch::adopted(&log, "a");
+        assert_eq!(look(&mut watch), Some(None));
+        writeln!(out, "{TRIP}").unwrap();
+        assert!(look(&mut watch).is_some());
+        assert_eq!(
+            watch.look(),
+            None,
+            "a look right after another one is skipped"
+        );
+        // An adopted gateway's watch finds the state it is still in, and none of the state of
+        // a process started before it.
+        let mut adopted = LogWatch::adopted(&log, "a");
         assert_eq!(adopted.offset, 0);
+        assert!(look(&mut adopted).unwrap().is_some());
+        writeln!(out, "--- reef: starting /bin/gateway at 12:00:00 ---").unwrap();
+        let mut adopted = LogWatch::adopted(&log, "a");
+        assert_eq!(look(&mut adopted), None);
     }
 }
