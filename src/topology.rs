@@ -897,6 +897,29 @@ mod tests {
     }
 
     #[test]
+    fn the_real_gateway_gets_its_own_shutdown_budget_to_stop() {
+        let mut real = spec("main");
+        real.runtime = Some(Runtime::Openclaw);
+        let instance = real
+            .clone()
+            .resolve(18789, Path::new("/h"), Path::new("/srv"), here())
+            .unwrap();
+        assert_eq!(instance.stop.timeout, OPENCLAW_STOP_TIMEOUT);
+        real.stop = Some(StopSpec {
+            timeout: Some(20.0),
+            ..StopSpec::default()
+        });
+        let set = real
+            .resolve(18789, Path::new("/h"), Path::new("/srv"), here())
+            .unwrap();
+        assert_eq!(set.stop.timeout, 20.0);
+        let builtin = spec("main")
+            .resolve(18789, Path::new("/h"), Path::new("/srv"), here())
+            .unwrap();
+        assert_eq!(builtin.stop.timeout, 10.0);
+    }
+
+    #[test]
     fn defaults_come_from_the_profile() {
         let instance = spec("rescue")
             .resolve(19789, Path::new("/home/ada"), Path::new("/srv"), here())

@@ -397,6 +397,13 @@ fn real_openclaw_config_is_never_overridden_and_follows_a_moved_port() {
             && said.contains("added gateway.port"),
         "{said}"
     );
+    // What OpenClaw's baseline lays out is there: the workspace and its bootstrap files.
+    assert!(
+        home.path()
+            .join(".openclaw-moved/workspace/AGENTS.md")
+            .is_file(),
+        "openclaw setup --baseline laid out the workspace"
+    );
     let check = reef(home.path())
         .arg("check")
         .arg(&script)
