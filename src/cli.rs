@@ -38,7 +38,9 @@ pub enum Command {
     Env(EnvArgs),
     /// Write a starter reef.lua (a main and a rescue gateway); never overwrites.
     Init(InitArgs),
-    /// Create missing state dirs (0700) and minimal configs (0600, port and token pinned).
+    /// Create missing state dirs (0700) and configs (0600): OpenClaw's own baseline for runtime
+    /// "openclaw" when the program is at hand, else a minimal one; then fill in a missing port,
+    /// mode and token, keeping what is set and the file's comments.
     Setup(SetupArgs),
     /// Start the gateways and supervise them in the foreground, reloading the script when it
     /// changes; Ctrl-C stops them all.
@@ -68,6 +70,10 @@ pub enum Command {
     Export(ExportArgs),
     /// Run the built-in reference gateway (what runtime "builtin" starts).
     Gateway(GatewayArgs),
+    /// Print a shell completion script: `reef completions bash > ~/.local/share/bash-completion/completions/reef`.
+    Completions(CompletionsArgs),
+    /// Print reef's man page (roff): `reef man > ~/.local/share/man/man1/reef.1`.
+    Man,
     /// Internal: evaluates a script for a parent reef (a JSON request on stdin, the plan as
     /// JSON on stdout).
     #[command(name = "__evaluate", hide = true)]
@@ -75,6 +81,13 @@ pub enum Command {
     /// Internal: runs a script's hooks for a parent `reef up` (JSON lines both ways).
     #[command(name = "__hooks", hide = true)]
     Hooks,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// The topology script argument shared by most verbs.

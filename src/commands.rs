@@ -122,6 +122,8 @@ fn dispatch(command: Command) -> Result<Exit> {
         Command::Hooks => crate::hookhost::serve_child(),
         Command::Install(args) => install(args),
         Command::Export(args) => export(args),
+        Command::Completions(args) => completions(args),
+        Command::Man => man(),
     }
 }
 
@@ -206,6 +208,33 @@ fn env(args: EnvArgs) -> Result<Exit> {
     } else {
         out!("{}", render::launch_script(&launch, &inherited));
     }
+    Ok(Exit::Success)
+}
+
+/// Writes `bytes` to stdout, as [`emit`] does text.
+fn emit_bytes(bytes: &[u8]) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .map_err(stdout_error)
+}
+
+fn completions(args: crate::cli::CompletionsArgs) -> Result<Exit> {
+    let mut command = <crate::cli::Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "reef", &mut script);
+    emit_bytes(&script)?;
+    Ok(Exit::Success)
+}
+
+fn man() -> Result<Exit> {
+    let command = <crate::cli::Cli as clap::CommandFactory>::command();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command)
+        .render(&mut page)
+        .context("cannot render the man page")?;
+    emit_bytes(&page)?;
     Ok(Exit::Success)
 }
 

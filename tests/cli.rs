@@ -1348,3 +1348,60 @@ fn install_into_a_closed_stdout_still_writes_every_unit() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Shell completions and the man page.
+
+#[test]
+fn completions_for_every_shell_name_every_verb() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let output = reef().args(["completions", shell]).output().unwrap();
+        assert!(output.status.success(), "{shell}: {}", stderr_of(&output));
+        let script = stdout_of(&output);
+        for verb in [
+            "plan",
+            "check",
+            "setup",
+            "up",
+            "status",
+            "logs",
+            "export",
+            "completions",
+        ] {
+            assert!(script.contains(verb), "{shell} completions lack `{verb}`");
+        }
+    }
+    // The bash script is valid bash.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reef.bash");
+    let output = reef().args(["completions", "bash"]).output().unwrap();
+    std::fs::write(&path, &output.stdout).unwrap();
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(syntax.status.success(), "{}", stderr_of(&syntax));
+}
+
+#[test]
+fn the_man_page_documents_every_verb() {
+    let output = reef().arg("man").output().unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let page = stdout_of(&output);
+    assert!(page.contains(".TH reef 1"), "{page}");
+    for verb in [
+        "plan",
+        "check",
+        "setup",
+        "up",
+        "status",
+        "export",
+        "completions",
+    ] {
+        assert!(
+            page.contains(&format!("reef\\-{verb}")) || page.contains(verb),
+            "{verb}"
+        );
+    }
+}
