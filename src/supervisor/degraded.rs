@@ -288,7 +288,7 @@ mod tests {
         std::fs::write(&log, format!("{TRIP}\nold run\n")).unwrap();
         let start = std::fs::metadata(&log).unwrap().len();
         let mut watch = LogWatch::from(&log, "a", start);
-        let mut look = |watch: &mut LogWatch| {
+        let look = |watch: &mut LogWatch| {
             watch.last_look = None;
             watch.look()
         };
