@@ -24,8 +24,8 @@ pub enum Command {
     /// Evaluate and validate a topology: instances, ports, dirs; every isolation mistake explained.
     Plan(PlanArgs),
     /// The plan against this host: ports in use, dir and config permissions, config keys that
-    /// break isolation.
-    Check(PlanArgs),
+    /// break isolation or hide a gateway from the OpenClaw CLI.
+    Check(CheckArgs),
     /// Print what `reef up` runs for an instance, as shell lines for a manual run.
     ///
     /// `unset` for the OpenClaw variables of your shell that would point the gateway elsewhere
@@ -104,6 +104,16 @@ pub struct PlanArgs {
     pub script: ScriptArg,
 
     /// Print the plan as JSON (a stable form; see the README).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub script: ScriptArg,
+
+    /// Print the findings, violations and warnings as JSON (a stable form; see the README).
     #[arg(long)]
     pub json: bool,
 }

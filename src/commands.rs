@@ -955,7 +955,7 @@ fn install(args: InstallArgs) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
-fn check(args: PlanArgs) -> Result<Exit> {
+fn check(args: crate::cli::CheckArgs) -> Result<Exit> {
     let plan = match load(&args.script.script, args.json)? {
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),
@@ -984,6 +984,7 @@ fn check(args: PlanArgs) -> Result<Exit> {
             "omitted": plan.report.omitted,
             "omitted_warnings": plan.report.omitted_warnings,
             "findings": findings,
+            "running": own.len(),
         });
         outln!("{}", serde_json::to_string_pretty(&json)?);
     } else {
@@ -997,14 +998,27 @@ fn check(args: PlanArgs) -> Result<Exit> {
             eprintln!("{label} {}", finding.message);
         }
         let count = plan.topology.instances.len();
-        outln!(
-            "{count} gateway{} checked against this host: {}",
-            if count == 1 { "" } else { "s" },
-            if errors {
-                "problems found"
-            } else {
-                "ready to run"
+        let warnings = findings
+            .iter()
+            .filter(|f| f.severity == crate::check::Severity::Warning)
+            .count()
+            + plan.report.warnings.len();
+        let verdict = match (errors, warnings) {
+            (true, _) => "problems found".to_owned(),
+            (false, 0) => "ready to run".to_owned(),
+            (false, 1) => "ready to run, with 1 warning".to_owned(),
+            (false, n) => format!("ready to run, with {n} warnings"),
+        };
+        let running = match own.len() {
+            0 => String::new(),
+            1 => " (1 of its gateways is running now; the ports it holds are expected)".to_owned(),
+            n => {
+                format!(" ({n} of its gateways are running now; the ports they hold are expected)")
             }
+        };
+        outln!(
+            "{count} gateway{} checked against this host: {verdict}{running}",
+            if count == 1 { "" } else { "s" },
         );
     }
     Ok(if errors {

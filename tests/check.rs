@@ -261,3 +261,22 @@ fn a_gateway_the_cli_would_not_find_fails_the_check() {
         .collect();
     assert_eq!(about_b, ["config-token"], "{found:?}");
 }
+
+#[test]
+fn ready_to_run_counts_its_warnings() {
+    let home = tempfile::tempdir().unwrap();
+    let (a, b) = free_pair(6);
+    let script = topology(home.path(), a, b);
+    let dir_a = home.path().join(".openclaw-a");
+    std::fs::create_dir_all(&dir_a).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir_a, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = check(home.path(), &script, false);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout)
+            .contains("2 gateways checked against this host: ready to run, with 1 warning\n"),
+        "{}",
+        text(&output.stdout)
+    );
+}

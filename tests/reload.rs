@@ -983,3 +983,25 @@ fn a_tripped_restart_loop_breaker_shows_in_the_status_until_it_recovers() {
     });
     up.stop();
 }
+
+#[test]
+fn check_knows_the_topology_is_running() {
+    let [a, b] = claim::<2>();
+    let sandbox = Sandbox::new(&script(&[
+        gateway("a", a.base, ""),
+        gateway("b", b.base, ""),
+    ]));
+    let mut up = sandbox.up();
+    up.wait_all_ready();
+    let run = sandbox.run(&["check", sandbox.script()]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stdout
+            .contains("ready to run (2 of its gateways are running now"),
+        "{run}"
+    );
+    let run = sandbox.run(&["check", "--json", sandbox.script()]);
+    let json: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["running"], 2, "{run}");
+    up.stop();
+}
