@@ -316,7 +316,8 @@ pub fn status_table(status: &crate::supervisor::status::TopologyStatus, now: f64
         .load_preset(presets::NOTHING)
         .set_content_arrangement(ContentArrangement::Disabled)
         .set_header([
-            "NAME", "STATE", "PID", "HEALTH", "READY", "RESTARTS", "UPTIME", "PORTS", "NOTE",
+            "NAME", "STATE", "PID", "HEALTH", "READY", "RESTARTS", "UPTIME", "CPU", "MEM", "PORTS",
+            "NOTE",
         ]);
     for instance in &status.instances {
         let health = match instance.healthy {
@@ -340,6 +341,18 @@ pub fn status_table(status: &crate::supervisor::status::TopologyStatus, now: f64
                 instance
                     .started_at
                     .map(|at| duration_text(now - at))
+                    .unwrap_or_else(|| "-".into()),
+            ),
+            Cell::new(
+                instance
+                    .cpu_percent
+                    .map(|cpu| format!("{cpu:.1}%"))
+                    .unwrap_or_else(|| "-".into()),
+            ),
+            Cell::new(
+                instance
+                    .rss_bytes
+                    .map(crate::host::usage::bytes_text)
                     .unwrap_or_else(|| "-".into()),
             ),
             Cell::new(format!(

@@ -26,6 +26,7 @@ pub mod identity;
 pub mod markers;
 pub mod reaper;
 pub mod signal;
+pub mod usage;
 
 #[cfg(all(test, target_os = "linux"))]
 pub(crate) mod testing;

@@ -23,7 +23,7 @@ use super::events::{Event, EventKind};
 use super::machine::Machine;
 use super::real::RealHost;
 use super::runner::{self, InstanceHandle, Shared};
-use super::status::{ReloadError, TopologyStatus, unix_now};
+use super::status::{InstanceStatus, ReloadError, TopologyStatus, unix_now};
 use super::{DiffNames, dependency_first, stop_order, subscriptions};
 use crate::layout::TopologyDirs;
 use crate::lua::Limits;
@@ -67,6 +67,7 @@ pub struct Colony {
     view: watch::Receiver<Arc<View>>,
     events: broadcast::Sender<Event>,
     hook_status: watch::Receiver<automation::HookHostStatus>,
+    cpu: Arc<std::sync::Mutex<crate::host::usage::CpuMeter>>,
 }
 
 impl Colony {
@@ -89,12 +90,41 @@ impl Colony {
             evaluations: view.evaluations,
             loaded_at: view.loaded_at,
             reload_error: view.reload_error.clone(),
-            instances: view.handles.iter().map(InstanceHandle::status).collect(),
+            instances: self.with_usage(view.handles.iter().map(InstanceHandle::status).collect()),
             hooks: {
                 let hooks = self.hook_status.borrow();
                 (hooks.hooks + hooks.timers > 0 || hooks.restarts > 0).then(|| hooks.clone())
             },
         }
+    }
+
+    /// `instances` with the CPU and memory of each running gateway's session (one walk of
+    /// `/proc` for all of them).
+    fn with_usage(&self, mut instances: Vec<InstanceStatus>) -> Vec<InstanceStatus> {
+        use crate::host::usage;
+        let leaders: Vec<u32> = instances.iter().filter_map(|i| i.pid).collect();
+        let usage = usage::of_sessions(&leaders);
+        let now = std::time::Instant::now();
+        let unix_now = crate::host::identity::unix_now();
+        let mut meter = self
+            .cpu
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for instance in &mut instances {
+            let Some(used) = instance.pid.and_then(|pid| usage.get(&pid)) else {
+                continue;
+            };
+            if used.processes == 0 {
+                continue;
+            }
+            let pid = instance.pid.expect("has usage");
+            let uptime = instance.started_at.map_or(0.0, |at| unix_now - at);
+            instance.cpu_percent = Some(meter.percent(pid, used.cpu_ticks, uptime, now));
+            instance.cpu_seconds = Some(used.cpu_ticks as f64 / usage::ticks_per_second());
+            instance.rss_bytes = Some(used.rss_bytes);
+        }
+        meter.keep_only(&leaders);
+        instances
     }
 
     pub fn handle(&self, name: &str) -> Result<InstanceHandle, String> {
@@ -210,6 +240,7 @@ impl Owner {
             view: view_rx,
             events,
             hook_status,
+            cpu: Arc::default(),
         };
         (owner, colony)
     }

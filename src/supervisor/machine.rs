@@ -194,6 +194,9 @@ impl Machine {
             last_exit: None,
             message: (!instance.enabled).then(|| "disabled in the topology".to_owned()),
             degraded: None,
+            cpu_percent: None,
+            cpu_seconds: None,
+            rss_bytes: None,
             log,
         };
         Machine {

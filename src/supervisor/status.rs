@@ -87,6 +87,16 @@ pub struct InstanceStatus {
     pub last_exit: Option<String>,
     /// Why the instance is in its state (blocked by whom, the error, the next restart).
     pub message: Option<String>,
+    /// CPU use of the gateway's whole session (its workers too), 100 = one core: since the
+    /// last status request, or on average since it started for the first one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
+    /// CPU time the gateway's session has used, in seconds (its live processes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
+    /// Resident memory of the gateway's whole session, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
     /// A degraded state the running gateway reported itself (its restart-loop breaker, say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub degraded: Option<super::degraded::Degraded>,
