@@ -290,7 +290,8 @@ fn config_keys(instance: &Instance, config: &Config, plan: &Plan, findings: &mut
                 format!(
                     "`{}`: {path} pins gateway.port {port}{written} but the plan says {}, so \
                      `openclaw --profile {}` and every client that reads the file look on {port}; \
-                     `reef up` sets it to {} before it starts the gateway (keeping a backup)",
+                     `reef up` sets it to {} before it starts the gateway (keeping a backup), unless it \
+                     is written as ${{VAR}} or in a file outside the config's directory: then set it yourself",
                     instance.name, instance.port, instance.profile, instance.port
                 ),
             );

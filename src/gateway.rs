@@ -183,6 +183,22 @@ pub fn lock_path(state_dir: &Path) -> PathBuf {
         .join("gateway.state.lock")
 }
 
+/// The pid of a live gateway that holds `state_dir` (from its lock record), if one does. A
+/// stale record (the gateway was killed) names a dead pid, or one reused by a program that is
+/// no gateway: neither counts.
+pub fn live_owner(state_dir: &Path) -> Option<u32> {
+    let record = std::fs::read_to_string(lock_path(state_dir)).ok()?;
+    let pid = serde_json::from_str::<serde_json::Value>(&record)
+        .ok()?
+        .get("pid")?
+        .as_u64()
+        .and_then(|pid| u32::try_from(pid).ok())
+        .filter(|&pid| pid > 1)?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    (cmdline.contains("openclaw") || cmdline.contains("gateway")).then_some(pid)
+}
+
 /// Takes the state dir's lock (held until the process ends, even by SIGKILL: it is a flock).
 fn take_lock(
     state_dir: &Path,

@@ -17,7 +17,7 @@
 //! gateway's `gateway.port` equal to the plan's (so `openclaw --profile X health` finds the
 //! gateway) and for `reef setup`'s missing keys.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
@@ -113,9 +113,16 @@ pub enum ConfigError {
         key: String,
         written: String,
     },
-    /// The edit did not give what it should have (checked by reading the file back).
+    /// The edit did not give what it should have (checked by reading the file back), or the
+    /// file is not one reef may write.
     Unsafe {
         file: PathBuf,
+        reason: String,
+    },
+    /// A key holds a value of the wrong kind.
+    Invalid {
+        file: PathBuf,
+        key: String,
         reason: String,
     },
 }
@@ -158,6 +165,9 @@ impl fmt::Display for ConfigError {
                     file.display()
                 )
             }
+            ConfigError::Invalid { file, key, reason } => {
+                write!(f, "{}: `{key}` {reason}", file.display())
+            }
         }
     }
 }
@@ -174,6 +184,8 @@ fn parse_options() -> ParseOptions {
 }
 
 fn parse(file: &Path, text: &str) -> Result<Value, ConfigError> {
+    // A byte order mark is fine for OpenClaw's JSON5 reader.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     jsonc_parser::parse_to_serde_value::<Value>(text, &parse_options()).map_err(|err| {
         ConfigError::Parse {
             file: file.to_owned(),
@@ -261,17 +273,22 @@ fn config_env_vars(config: &Value) -> Vec<(String, String)> {
             .filter(|(_, value)| !value.trim().is_empty())
             .collect::<Vec<_>>()
     };
-    let mut vars = block
+    // `env.X` wins over `env.vars.X`; a value that is itself a reference is not applied.
+    let mut vars: BTreeMap<String, String> = block
         .get("vars")
         .and_then(Value::as_object)
         .map(strings)
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     vars.extend(
         strings(block)
             .into_iter()
             .filter(|(key, _)| key != "vars" && key != "shellEnv"),
     );
-    vars
+    vars.into_iter()
+        .filter(|(_, value)| !value.contains("${"))
+        .collect()
 }
 
 /// The `$include` walk, with what it needs to refuse what OpenClaw refuses.
@@ -646,12 +663,9 @@ fn locate_in(
                 return Ok(Some(found));
             }
         }
-        if let [(content, target)] = loaded.as_slice()
-            && content.is_object()
-        {
-            return locate_in(target, content, Vec::new(), keys, depth + 1);
-        }
     }
+    // Written nowhere: beside the `$include` (sibling keys win), never into an included file
+    // that other gateways may share.
     let mut missing = path;
     missing.extend(keys.iter().cloned());
     Ok(Some(Location {
@@ -665,7 +679,7 @@ fn locate_in(
 #[derive(Debug, Clone, PartialEq)]
 pub struct Edit {
     pub file: PathBuf,
-    /// The copy of the file as it was.
+    /// The copy of the file as it was before reef first edited it (kept, never overwritten).
     pub backup: PathBuf,
     /// The value written there before, if any.
     pub previous: Option<Value>,
@@ -678,7 +692,7 @@ pub struct Edit {
 /// it was.
 pub fn set(config_path: &Path, key: &str, value: &Value) -> Result<Edit, ConfigError> {
     let location = locate(config_path, key)?;
-    let file = &location.file;
+    let file = &writable_target(config_path, &location.file)?;
     let text = read(file, MAX_CONFIG_BYTES)?;
     let before = match parse(file, &text)? {
         Value::Null => Value::Object(serde_json::Map::new()),
@@ -719,6 +733,30 @@ pub fn set(config_path: &Path, key: &str, value: &Value) -> Result<Edit, ConfigE
         backup,
         previous,
     })
+}
+
+/// The real file to write for `file` (a link is written through, so it stays a link), as long
+/// as it lies inside the config's own directory: an included file elsewhere may be shared by
+/// other gateways (what OpenClaw's own writer refuses too).
+fn writable_target(config_path: &Path, file: &Path) -> Result<PathBuf, ConfigError> {
+    let real = file.canonicalize().map_err(|err| ConfigError::Read {
+        file: file.to_owned(),
+        reason: err.to_string(),
+    })?;
+    let dir = config_path.parent().unwrap_or(Path::new("/"));
+    let real_dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+    if real.parent() != Some(real_dir.as_path()) && !real.starts_with(&real_dir) {
+        return Err(ConfigError::Unsafe {
+            file: file.to_owned(),
+            reason: format!(
+                "it is {}, outside the config's directory {} (a file other gateways may share); \
+                 write the key there yourself",
+                real.display(),
+                real_dir.display()
+            ),
+        });
+    }
+    Ok(real)
 }
 
 fn backup_path(file: &Path) -> PathBuf {
@@ -768,6 +806,10 @@ fn edit_text(
     path: &[String],
     value: &Value,
 ) -> Result<String, ConfigError> {
+    let (bom, text) = match text.strip_prefix('\u{feff}') {
+        Some(body) => ("\u{feff}", body),
+        None => ("", text),
+    };
     let root = CstRootNode::parse(text, &parse_options()).map_err(|err| ConfigError::Parse {
         file: file.to_owned(),
         reason: err.to_string(),
@@ -795,7 +837,7 @@ fn edit_text(
             object.append(last, input_value(value));
         }
     }
-    Ok(root.to_string())
+    Ok(format!("{bom}{root}"))
 }
 
 /// Keeps `old` as `backup`, then puts `new` in place of `file` atomically, with `file`'s mode.
@@ -810,7 +852,6 @@ fn replace_file(file: &Path, old: &str, new: &str, backup: &Path) -> Result<(), 
         .map(|meta| meta.permissions().mode() & 0o777)
         .unwrap_or(0o600);
     let write_new = |path: &Path, content: &str| -> std::io::Result<()> {
-        let _ = std::fs::remove_file(path);
         let mut out = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -819,9 +860,17 @@ fn replace_file(file: &Path, old: &str, new: &str, backup: &Path) -> Result<(), 
         out.write_all(content.as_bytes())?;
         out.sync_all()
     };
-    write_new(backup, old).map_err(|err| write_error(backup, err))?;
+    // The first backup is the file as the user left it: later edits never overwrite it.
+    if backup.symlink_metadata().is_err() {
+        write_new(backup, old).map_err(|err| write_error(backup, err))?;
+    }
+    let mut nonce = [0u8; 8];
+    let _ = getrandom::fill(&mut nonce);
     let mut temporary = file.as_os_str().to_owned();
-    temporary.push(format!(".reef-{}", std::process::id()));
+    temporary.push(format!(
+        ".reef-{}",
+        nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ));
     let temporary = PathBuf::from(temporary);
     write_new(&temporary, new).map_err(|err| write_error(&temporary, err))?;
     if let Err(err) = std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode))
@@ -830,6 +879,10 @@ fn replace_file(file: &Path, old: &str, new: &str, backup: &Path) -> Result<(), 
         let _ = std::fs::remove_file(&temporary);
         return Err(write_error(file, err));
     }
+    // The rename itself is durable once the directory is.
+    if let Some(dir) = file.parent() {
+        let _ = std::fs::File::open(dir).and_then(|dir| dir.sync_all());
+    }
     Ok(())
 }
 
@@ -837,13 +890,29 @@ fn replace_file(file: &Path, old: &str, new: &str, backup: &Path) -> Result<(), 
 /// `openclaw --profile X health` and every other client that reads the file finds the gateway.
 /// `settings` is the config as resolved now (`None`: no file, nothing to edit; an error: the
 /// gateway reports its config itself). `Ok(None)`: nothing to change.
+///
+/// A config OpenClaw itself is told never to write (`OPENCLAW_CONFIG_READONLY=1`,
+/// `OPENCLAW_NIX_MODE=1` in the gateway's environment `env`) is not written either: a port
+/// that differs is an error that says so.
 pub fn keep_port(
     config_path: &Path,
     port: i64,
     settings: Option<&Result<GatewaySettings, ConfigError>>,
+    env: &BTreeMap<String, String>,
 ) -> Result<Option<Edit>, ConfigError> {
     match settings {
         Some(Ok(settings)) if settings.port != Some(port) => {
+            if let Some(var) = ["OPENCLAW_CONFIG_READONLY", "OPENCLAW_NIX_MODE"]
+                .into_iter()
+                .find(|var| env.get(*var).is_some_and(|value| value == "1"))
+            {
+                return Err(ConfigError::Unsafe {
+                    file: config_path.to_owned(),
+                    reason: format!(
+                        "{var}=1 says the config is managed elsewhere; set gateway.port {port} in it yourself"
+                    ),
+                });
+            }
             set(config_path, "gateway.port", &Value::from(port)).map(Some)
         }
         _ => Ok(None),
@@ -858,11 +927,15 @@ pub struct GatewaySettings {
     pub bind: Option<String>,
     pub custom_bind_host: Option<String>,
     pub port: Option<i64>,
+    /// A token is set (written as `${VAR}` counts: the gateway may find VAR in a `.env`).
     pub has_token: bool,
+    /// A password is set: the gateway uses password auth, and reef adds no token.
+    pub has_password: bool,
 }
 
 impl GatewaySettings {
-    /// The settings of a resolved config; an error names a key reef needs but cannot resolve.
+    /// The settings of a resolved config; an error names a key reef needs but cannot resolve
+    /// (the mode, the bind and its custom address, the port: each decides a flag or an edit).
     pub fn of(resolved: &Resolved) -> Result<GatewaySettings, ConfigError> {
         let text = |key: &str| -> Result<Option<String>, ConfigError> {
             Ok(resolved
@@ -872,19 +945,29 @@ impl GatewaySettings {
         };
         let port = match resolved.setting("gateway.port")? {
             None | Some(Value::Null) => None,
-            Some(value) => Some(port_number(value).ok_or_else(|| ConfigError::Parse {
+            Some(value) => Some(port_number(value).ok_or_else(|| ConfigError::Invalid {
                 file: resolved.files[0].clone(),
-                reason: format!("gateway.port is {value}, not a port number"),
+                key: "gateway.port".into(),
+                reason: format!("is {value}, not a port number"),
             })?),
         };
+        let bind = text("gateway.bind")?;
+        let custom_bind_host = if bind.as_deref() == Some("custom") {
+            text("gateway.customBindHost")?
+        } else {
+            resolved
+                .get("gateway.customBindHost")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let present = |key: &str| resolved.get(key).is_some_and(|value| !value.is_null());
         Ok(GatewaySettings {
             mode: text("gateway.mode")?,
-            bind: text("gateway.bind")?,
-            custom_bind_host: text("gateway.customBindHost")?,
+            bind,
+            custom_bind_host,
             port,
-            has_token: resolved
-                .setting("gateway.auth.token")?
-                .is_some_and(|token| !token.is_null()),
+            has_token: present("gateway.auth.token"),
+            has_password: present("gateway.auth.password"),
         })
     }
 
@@ -912,30 +995,6 @@ fn port_number(value: &Value) -> Option<i64> {
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
-}
-
-/// The dotted keys of `value`'s leaves, for messages that list what differs.
-pub fn leaf_keys(value: &Value) -> BTreeSet<String> {
-    fn walk(value: &Value, key: String, out: &mut BTreeSet<String>) {
-        match value {
-            Value::Object(map) if !map.is_empty() => {
-                for (k, v) in map {
-                    let child = if key.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{key}.{k}")
-                    };
-                    walk(v, child, out);
-                }
-            }
-            _ => {
-                out.insert(key);
-            }
-        }
-    }
-    let mut out = BTreeSet::new();
-    walk(value, String::new(), &mut out);
-    out
 }
 
 #[cfg(test)]
@@ -1156,8 +1215,77 @@ mod tests {
     }
 
     #[test]
-    fn leaf_keys_list_dotted_paths() {
-        let keys = leaf_keys(&json!({ "a": { "b": 1, "c": {} }, "d": [1] }));
-        assert_eq!(keys.into_iter().collect::<Vec<_>>(), ["a.b", "a.c", "d"]);
+    fn a_linked_config_stays_a_link_and_shared_files_are_not_edited() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let real = write(&state, "real.json5", "{ gateway: { port: 1 } }");
+        let link = state.join("openclaw.json");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        set(&link, "gateway.port", &json!(2)).unwrap();
+        assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+        assert!(std::fs::read_to_string(&real).unwrap().contains("port: 2"));
+
+        // An included file outside the config's directory (shared by gateways) is left alone.
+        let shared = write(dir.path(), "shared/gateway.json5", "{ port: 1 }");
+        std::fs::remove_file(&link).unwrap();
+        write(
+            &state,
+            "openclaw.json",
+            &format!("{{ gateway: {{ $include: '{}' }} }}", shared.display()),
+        );
+        let err = set(&link, "gateway.port", &json!(2)).unwrap_err();
+        assert!(
+            err.to_string().contains("outside the config's directory"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&shared).unwrap(), "{ port: 1 }");
+        // A key written nowhere goes beside the include, in the config itself.
+        set(&link, "gateway.mode", &json!("local")).unwrap();
+        assert_eq!(std::fs::read_to_string(&shared).unwrap(), "{ port: 1 }");
+        assert!(std::fs::read_to_string(&link).unwrap().contains("local"));
+    }
+
+    #[test]
+    fn the_backup_is_the_file_before_reefs_first_edit() {
+        let dir = tempfile::tempdir().unwrap();
+        let original = "\u{feff}{ gateway: { port: 1 } } // mine\n";
+        let path = write(dir.path(), "openclaw.json", original);
+        set(&path, "gateway.port", &json!(2)).unwrap();
+        let edit = set(&path, "gateway.port", &json!(3)).unwrap();
+        assert_eq!(std::fs::read_to_string(&edit.backup).unwrap(), original);
+        let now = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            now.starts_with('\u{feff}') && now.contains("port: 3"),
+            "{now}"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.contains(".reef-") && !name.ends_with(BACKUP_SUFFIX))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn env_entries_win_over_env_vars_as_in_openclaw() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "openclaw.json",
+            "{ env: { vars: { BIND: 'lan', HOST: '${OTHER}' }, BIND: 'loopback' }, \
+               gateway: { bind: '${BIND}', customBindHost: '${HOST}' } }",
+        );
+        let resolved = resolve(&path, &env(&[])).unwrap().unwrap();
+        assert_eq!(resolved.get("gateway.bind"), Some(&json!("loopback")));
+        // HOST is not applied (its value is a reference), so customBindHost stays unresolved.
+        assert!(
+            resolved
+                .unresolved
+                .iter()
+                .any(|u| u.key == "gateway.customBindHost" && u.var == "HOST"),
+            "{:?}",
+            resolved.unresolved
+        );
     }
 }

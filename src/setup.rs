@@ -110,11 +110,16 @@ pub fn set_up_with(instance: &Instance, options: &SetupOptions) -> Result<SetupR
     {
         create_private_dir(parent)?;
     }
+    let mut notes = Vec::new();
     if !instance.config_path.exists()
         && let Some(program) = baseline_program(instance, options)
     {
-        run_baseline(instance, &program, &options.inherited)?;
-        report.baseline = instance.config_path.exists();
+        match run_baseline(instance, &program, &options.inherited) {
+            Ok(()) => report.baseline = instance.config_path.exists(),
+            // OpenClaw that cannot run here (an old Node, say): reef's minimal config still
+            // starts the gateway once the program is fixed.
+            Err(err) => notes.push(format!("{err:#}; wrote reef's minimal config instead")),
+        }
     }
     if !report.baseline {
         let config =
@@ -129,6 +134,7 @@ pub fn set_up_with(instance: &Instance, options: &SetupOptions) -> Result<SetupR
                 file.write_all(config.as_bytes())
                     .with_context(|| format!("cannot write {}", instance.config_path.display()))?;
                 report.wrote_config = true;
+                report.note = (!notes.is_empty()).then(|| notes.join("; "));
                 return Ok(report);
             }
             Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -140,7 +146,8 @@ pub fn set_up_with(instance: &Instance, options: &SetupOptions) -> Result<SetupR
     }
     let (added, note) = fill_missing(instance, &options.inherited)?;
     report.added = added;
-    report.note = note;
+    notes.extend(note);
+    report.note = (!notes.is_empty()).then(|| notes.join("; "));
     Ok(report)
 }
 
@@ -227,6 +234,15 @@ fn fill_missing(
     let auth_mode = resolved
         .get("gateway.auth.mode")
         .and_then(serde_json::Value::as_str);
+    // Password auth (in the config or the gateway's environment) is the user's choice: no
+    // token is added beside it, and the auth mode is never written.
+    let password = settings.has_password
+        || env
+            .get("OPENCLAW_GATEWAY_PASSWORD")
+            .is_some_and(|p| !p.is_empty());
+    let token_from_env = env
+        .get("OPENCLAW_GATEWAY_TOKEN")
+        .is_some_and(|t| !t.is_empty());
     let mut missing: Vec<(&str, serde_json::Value)> = Vec::new();
     if settings.port.is_none() {
         missing.push(("gateway.port", instance.port.into()));
@@ -234,19 +250,28 @@ fn fill_missing(
     if settings.mode.is_none() {
         missing.push(("gateway.mode", "local".into()));
     }
-    if !settings.has_token && auth_mode.is_none_or(|mode| mode == "token") {
-        if auth_mode.is_none() {
-            missing.push(("gateway.auth.mode", "token".into()));
-        }
+    if !settings.has_token
+        && !password
+        && !token_from_env
+        && auth_mode.is_none_or(|mode| mode == "token")
+    {
         missing.push(("gateway.auth.token", random_token()?.into()));
     }
     let mut added = Vec::new();
+    let mut refused = Vec::new();
     for (key, value) in missing {
-        gateway_config::set(path, key, &value)
-            .with_context(|| format!("cannot add {key} to {}", path.display()))?;
-        added.push(key.to_owned());
+        match gateway_config::set(path, key, &value) {
+            Ok(edit) => {
+                if key == "gateway.auth.token" {
+                    make_private(&edit.file)?;
+                }
+                added.push(key.to_owned());
+            }
+            Err(err) => refused.push(format!("{key} was not added: {err}")),
+        }
     }
     let note = match settings.port {
+        _ if !refused.is_empty() => Some(refused.join("; ")),
         Some(port) if port != instance.port => Some(format!(
             "{} pins gateway.port {port}, the plan says {}: `reef up` sets it to {} (keeping a \
              backup) when it starts the gateway, so that `openclaw --profile {}` finds it",
@@ -281,6 +306,20 @@ fn refuse_links(instance: &Instance) -> Result<(), LinkRefused> {
                 target: std::fs::read_link(path).ok(),
             });
         }
+    }
+    Ok(())
+}
+
+/// A file that now holds a token is readable by its owner only.
+fn make_private(file: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode & 0o700))
+            .with_context(|| format!("cannot make {} private", file.display()))?;
     }
     Ok(())
 }
@@ -387,7 +426,9 @@ mod tests {
             ..SetupOptions::default()
         };
         let report = set_up_with(&instance, &allowed).unwrap();
-        assert!(!report.wrote_config);
+        assert!(!report.wrote_config && report.added.is_empty());
+        let note = report.note.unwrap();
+        assert!(note.contains("outside the config's directory"), "{note}");
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "{}");
     }
 
@@ -417,12 +458,7 @@ mod tests {
         let report = set_up(&instance).unwrap();
         assert_eq!(
             report.added,
-            [
-                "gateway.port",
-                "gateway.mode",
-                "gateway.auth.mode",
-                "gateway.auth.token"
-            ]
+            ["gateway.port", "gateway.mode", "gateway.auth.token"]
         );
         assert!(!report.wrote_config && report.note.is_none());
         let written = std::fs::read_to_string(&instance.config_path).unwrap();
@@ -444,6 +480,50 @@ mod tests {
         );
         // A second run adds nothing.
         assert!(set_up(&instance).unwrap().added.is_empty());
+    }
+
+    #[test]
+    fn password_auth_gets_no_token_and_a_token_file_becomes_private() {
+        let home = tempfile::tempdir().unwrap();
+        let instance = instance(home.path());
+        std::fs::create_dir_all(&instance.state_dir).unwrap();
+        std::fs::write(
+            &instance.config_path,
+            "{ gateway: { mode: 'local', auth: { password: 'hunter2' } } }",
+        )
+        .unwrap();
+        let report = set_up(&instance).unwrap();
+        assert_eq!(report.added, ["gateway.port"]);
+        let text = std::fs::read_to_string(&instance.config_path).unwrap();
+        assert!(!text.contains("token"), "{text}");
+
+        // The gateway section is an included file others can read: the token makes it private.
+        std::fs::write(
+            &instance.config_path,
+            "{ gateway: { $include: './gateway.json5' } }",
+        )
+        .unwrap();
+        let included = instance.state_dir.join("gateway.json5");
+        std::fs::write(
+            &included,
+            "{ mode: 'local', port: 18789, auth: { token: null } }",
+        )
+        .unwrap();
+        std::fs::set_permissions(&included, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let report = set_up(&instance).unwrap();
+        assert_eq!(report.added, ["gateway.auth.token"]);
+        assert!(
+            std::fs::read_to_string(&included)
+                .unwrap()
+                .contains("token\": \"")
+                || std::fs::read_to_string(&included)
+                    .unwrap()
+                    .contains("token: \""),
+            "{}",
+            std::fs::read_to_string(&included).unwrap()
+        );
+        let mode = std::fs::metadata(&included).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
@@ -475,13 +555,15 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
 
-        // A baseline that fails is an error naming the command.
+        // A baseline that fails says why, and reef's minimal config is written instead.
         std::fs::remove_file(&instance.config_path).unwrap();
         std::fs::write(&fake, "#!/bin/sh\necho 'no node here' >&2\nexit 3\n").unwrap();
-        let err = format!("{:#}", set_up_with(&instance, &options).unwrap_err());
+        let report = set_up_with(&instance, &options).unwrap();
+        let note = report.note.unwrap_or_default();
+        assert!(report.wrote_config && !report.baseline, "{note}");
         assert!(
-            err.contains("setup --baseline") && err.contains("no node here"),
-            "{err}"
+            note.contains("setup --baseline") && note.contains("no node here"),
+            "{note}"
         );
     }
 }

@@ -235,7 +235,7 @@ fn a_gateway_the_cli_would_not_find_fails_the_check() {
     std::fs::create_dir_all(&dir_b).unwrap();
     std::fs::write(
         dir_b.join("openclaw.json"),
-        format!("{{ gateway: {{ port: {b}, bind: '${{BIND}}', customBindHost: '${{HOST}}' }} }}"),
+        format!("{{ gateway: {{ port: {b}, bind: '${{BIND}}', mode: '${{MODE}}' }} }}"),
     )
     .unwrap();
     let found = findings(&check(home.path(), &script, true));
@@ -244,7 +244,7 @@ fn a_gateway_the_cli_would_not_find_fails_the_check() {
             .iter()
             .any(|(kind, severity, message)| kind == "unresolved-config"
                 && severity == "error"
-                && message.contains("${HOST}")),
+                && message.contains("${MODE}")),
         "{found:?}"
     );
     // The instance's env resolves it: no finding about b's config but the missing token.

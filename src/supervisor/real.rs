@@ -359,7 +359,23 @@ fn config_in_line(
     if instance.runtime == Runtime::Command {
         return Ok(config);
     }
-    match crate::gateway_config::keep_port(&instance.config_path, instance.port, config.as_ref()) {
+    if let Some(owner) = crate::gateway::live_owner(&instance.state_dir) {
+        // Another gateway runs on this state dir (its own service, say): editing its config
+        // would move it; this start will be refused by the gateway itself (exit 78).
+        tracing::warn!(
+            instance = %instance.name,
+            "pid {owner} holds the state dir {}; reef leaves its config alone",
+            instance.state_dir.display()
+        );
+        return Ok(config);
+    }
+    let env = super::launch::environment(instance, inherited);
+    match crate::gateway_config::keep_port(
+        &instance.config_path,
+        instance.port,
+        config.as_ref(),
+        &env,
+    ) {
         Ok(None) => Ok(config),
         Ok(Some(edit)) => {
             tracing::info!(
