@@ -204,11 +204,24 @@ fn env(args: EnvArgs) -> Result<Exit> {
     // The very call `reef up` makes before it spawns the gateway.
     let launch = launch::launch(instance, &reef_binary, &inherited, config.as_ref());
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&launch)?);
+        outln!("{}", serde_json::to_string_pretty(&with_format(&launch)?)?);
     } else {
         out!("{}", render::launch_script(&launch, &inherited));
     }
     Ok(Exit::Success)
+}
+
+/// `value` as a JSON object that starts with the `format` every JSON output carries.
+fn with_format(value: &impl serde::Serialize) -> Result<serde_json::Value> {
+    let mut object = serde_json::Map::new();
+    object.insert("format".into(), render::JSON_FORMAT.into());
+    match serde_json::to_value(value)? {
+        serde_json::Value::Object(fields) => object.extend(fields),
+        other => {
+            object.insert("value".into(), other);
+        }
+    }
+    Ok(serde_json::Value::Object(object))
 }
 
 /// Writes `bytes` to stdout, as [`emit`] does text.
@@ -359,7 +372,12 @@ fn setup(args: SetupArgs) -> Result<Exit> {
         if args.json {
             if failure.is_none() {
                 let reports: Vec<_> = reports.iter().map(|(_, report)| report).collect();
-                outln!("{}", serde_json::to_string_pretty(&reports)?);
+                let json = serde_json::json!({
+                    "format": render::JSON_FORMAT,
+                    "script": plan.topology.script,
+                    "instances": reports,
+                });
+                outln!("{}", serde_json::to_string_pretty(&json)?);
             }
             return Ok(());
         }
@@ -686,7 +704,7 @@ fn diff(args: DiffArgs) -> Result<Exit> {
     }
     let diff = response.diff.context("reef sent no diff")?;
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&diff)?);
+        outln!("{}", serde_json::to_string_pretty(&with_format(&diff)?)?);
         return Ok(Exit::Success);
     }
     let lines = [
