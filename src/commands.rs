@@ -1,7 +1,6 @@
 //! One function per verb. This is the output layer: the only module that prints.
 
 use std::io::{IsTerminal, Write};
-use std::os::unix::fs::OpenOptionsExt;
 
 use anyhow::{Context, Result};
 
@@ -778,12 +777,30 @@ fn export_options(
             launch::read_config(instance, &inherited).map(|config| (instance.name.clone(), config))
         })
         .collect();
+    // Runtime-openclaw services are written as OpenClaw's installer would write them from this
+    // shell: its environment, and the Node and package behind each instance's `openclaw`.
+    let openclaw_installs = plan
+        .topology
+        .instances
+        .iter()
+        .filter(|instance| instance.runtime == crate::topology::Runtime::Openclaw)
+        .map(|instance| {
+            let found = crate::export::openclaw::Installation::resolve(
+                instance.command.as_deref(),
+                binaries.openclaw.as_deref(),
+                &inherited,
+            );
+            (instance.name.clone(), found)
+        })
+        .collect();
     Ok(crate::export::Options {
         image,
         binaries,
         configs,
         script,
         topology,
+        openclaw_host: crate::export::openclaw::Host::detect(&inherited),
+        openclaw_installs,
     })
 }
 
@@ -805,48 +822,48 @@ fn export(args: ExportArgs) -> Result<Exit> {
             // Every file first, then the report: a reader that goes away stops no write.
             let mut done = Vec::new();
             for file in &exported.files {
-                let path = dir.join(&file.name);
-                std::fs::write(&path, &file.content)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
+                let path = crate::export::write::replace(dir, file)
+                    .with_context(|| format!("cannot write {}", dir.join(&file.name).display()))?;
                 done.push(format!("wrote {}", path.display()));
             }
-            for template in &exported.secret_templates {
-                let path = dir.join(&template.name);
-                let created = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path);
-                match created {
-                    Ok(mut file) => {
-                        file.write_all(template.content.as_bytes())
-                            .with_context(|| format!("cannot write {}", path.display()))?;
-                        done.push(format!(
-                            "wrote {} (put the gateway's token there)",
-                            path.display()
-                        ));
-                    }
-                    Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-                        done.push(format!("kept the existing {}", path.display()));
-                    }
-                    Err(err) => {
-                        return Err(err)
-                            .with_context(|| format!("cannot create {}", path.display()));
-                    }
-                }
+            for secret in &exported.secret_files {
+                let path = dir.join(&secret.name);
+                let outcome = crate::export::write::create_secret(&path, secret)
+                    .with_context(|| format!("cannot create {}", path.display()))?;
+                done.push(crate::export::write::secret_report(
+                    &path,
+                    secret,
+                    &outcome,
+                    secret.host_path.as_deref(),
+                ));
             }
             for line in &done {
                 outln!("{line}");
             }
         }
-        None if exported.files.len() == 1 => out!("{}", exported.files[0].content),
         None => {
+            // What is printed never holds a secret's value: files as shown, secret files as
+            // comments with placeholders.
+            let single = exported.files.len() == 1;
             for (index, file) in exported.files.iter().enumerate() {
                 if index > 0 {
                     outln!();
                 }
-                outln!("# ==> {} <==", file.name);
-                out!("{}", file.content);
+                if !single {
+                    outln!("# ==> {} <==", file.name);
+                }
+                out!("{}", file.shown());
+            }
+            for secret in exported.secret_files.iter().filter(|s| !s.keys.is_empty()) {
+                let location = secret
+                    .host_path
+                    .clone()
+                    .unwrap_or_else(|| std::path::PathBuf::from(&secret.name));
+                outln!();
+                out!(
+                    "{}",
+                    crate::export::write::printed_secret(secret, &location)
+                );
             }
         }
     }
@@ -920,10 +937,20 @@ fn install(args: InstallArgs) -> Result<Exit> {
             })
             .collect(),
     };
+    // The secrets' env files go where the units read them (the state dirs).
+    let secret_files: Vec<(&crate::export::SecretFile, &std::path::Path)> = exported
+        .secret_files
+        .iter()
+        .filter_map(|secret| secret.host_path.as_deref().map(|path| (secret, path)))
+        .collect();
     if args.dry_run {
         for file in &exported.files {
             outln!("# ==> {} <==", dir.join(&file.name).display());
-            out!("{}", file.content);
+            out!("{}", file.shown());
+            outln!();
+        }
+        for (secret, path) in &secret_files {
+            out!("{}", crate::export::write::printed_secret(secret, path));
             outln!();
         }
         outln!("# then:");
@@ -950,16 +977,23 @@ fn install(args: InstallArgs) -> Result<Exit> {
         );
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // Every unit first, then the report: a reader that goes away stops no write.
-    let mut written = Vec::new();
+    // Every file first, then the report: a reader that goes away stops no write. Units and
+    // agents are written 0600, as OpenClaw writes its own.
+    let mut done = Vec::new();
     for file in &exported.files {
-        let path = dir.join(&file.name);
-        std::fs::write(&path, &file.content)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        written.push(path);
+        let path = crate::export::write::replace(&dir, file)
+            .with_context(|| format!("cannot write {}", dir.join(&file.name).display()))?;
+        done.push(format!("wrote {}", path.display()));
     }
-    for path in &written {
-        outln!("wrote {}", path.display());
+    for (secret, path) in &secret_files {
+        let outcome = crate::export::write::create_secret(path, secret)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        done.push(crate::export::write::secret_report(
+            path, secret, &outcome, None,
+        ));
+    }
+    for line in &done {
+        outln!("{line}");
     }
     if args.mode == InstallMode::PerInstance {
         outln!(

@@ -27,7 +27,9 @@
 //! - [`gateway_config`]: a gateway's `openclaw.json` resolved as OpenClaw resolves it (JSON5,
 //!   `$include`, `${VAR}`), and edited in place with its comments kept.
 //! - [`gateway`]: the built-in reference gateway (`reef gateway`).
-//! - [`export`]: the plan as systemd units, launchd agents, Compose, Kubernetes, Nomad (pure).
+//! - [`export`]: the plan as systemd units, launchd agents, Compose, Kubernetes, Nomad: pure
+//!   generation; `export::write` writes the files, and `export::openclaw` finds the Node and
+//!   OpenClaw package a runtime-openclaw unit runs, as OpenClaw's own installer does.
 //! - [`progress`]: `reef up`'s live line on a terminal, with logs written around it.
 //! - [`host`]: processes on this host (Linux via procfs and rustix): identity by start time,
 //!   marker variables, pidfd signals and exit watching, subreaping and sweeping orphans.

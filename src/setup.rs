@@ -209,7 +209,8 @@ fn run_baseline(
 }
 
 /// Adds to an existing config the keys a supervised gateway and the CLI need and it lacks:
-/// the plan's port, local mode and a pinned token (unless another auth mode is chosen). Keys
+/// the plan's port, local mode, loopback bind and a pinned token (unless another auth mode is
+/// chosen). Keys
 /// that are set keep their values; a port other than the plan's is noted.
 fn fill_missing(
     instance: &Instance,
@@ -249,6 +250,11 @@ fn fill_missing(
     }
     if settings.mode.is_none() {
         missing.push(("gateway.mode", "local".into()));
+    }
+    // What `reef up` would otherwise pass as `--bind loopback`: in the file, the CLI, a unit
+    // and a manual run all agree.
+    if settings.bind.is_none() {
+        missing.push(("gateway.bind", "loopback".into()));
     }
     if !settings.has_token
         && !password
@@ -437,7 +443,8 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let instance = instance(home.path());
         std::fs::create_dir_all(&instance.state_dir).unwrap();
-        let text = "{ gateway: { port: 19000, mode: 'local', auth: { mode: 'password' } } }";
+        let text =
+            "{ gateway: { port: 19000, mode: 'local', bind: 'lan', auth: { mode: 'password' } } }";
         std::fs::write(&instance.config_path, text).unwrap();
         let report = set_up(&instance).unwrap();
         assert!(report.note.unwrap().contains("pins gateway.port 19000"));
@@ -493,7 +500,7 @@ mod tests {
         )
         .unwrap();
         let report = set_up(&instance).unwrap();
-        assert_eq!(report.added, ["gateway.port"]);
+        assert_eq!(report.added, ["gateway.port", "gateway.bind"]);
         let text = std::fs::read_to_string(&instance.config_path).unwrap();
         assert!(!text.contains("token"), "{text}");
 
@@ -506,7 +513,7 @@ mod tests {
         let included = instance.state_dir.join("gateway.json5");
         std::fs::write(
             &included,
-            "{ mode: 'local', port: 18789, auth: { token: null } }",
+            "{ mode: 'local', bind: 'loopback', port: 18789, auth: { token: null } }",
         )
         .unwrap();
         std::fs::set_permissions(&included, std::fs::Permissions::from_mode(0o644)).unwrap();

@@ -900,6 +900,7 @@ fn env_json_is_the_launch_reef_up_spawns() {
     assert_eq!(
         json,
         json!({
+            "format": 1,
             "argv": [env!("CARGO_BIN_EXE_reef"), "gateway", "--port", "18789"],
             "env": {
                 "HOME": HOME,

@@ -611,7 +611,7 @@ fn env_and_systemd_export_print_the_launch_reef_up_spawns_for_every_runtime() {
     assert_eq!(plan.topology.instances.len(), 5);
 
     let units = tempfile::tempdir().unwrap();
-    reef_in(&[
+    let exported = reef_in(&[
         "export",
         "--format",
         "systemd",
@@ -626,10 +626,12 @@ fn env_and_systemd_export_print_the_launch_reef_up_spawns_for_every_runtime() {
         // What the supervisor spawns.
         let up = launch::launch(instance, reef_binary, &environment, config.as_ref());
 
-        let json: serde_json::Value = serde_json::from_slice(
+        let mut json: serde_json::Value = serde_json::from_slice(
             &reef_in(&["env", &instance.name, "runtimes.lua", "--json"]).stdout,
         )
         .unwrap();
+        assert_eq!(json["format"], 1);
+        json.as_object_mut().unwrap().remove("format");
         assert_eq!(
             json,
             serde_json::to_value(&up).unwrap(),
@@ -676,7 +678,36 @@ fn env_and_systemd_export_print_the_launch_reef_up_spawns_for_every_runtime() {
         let hosted = launch::describe(instance, &binaries, &BTreeMap::new(), config.as_ref());
         let unit = std::fs::read_to_string(units.path().join(&instance.systemd_unit)).unwrap();
         let (argv, env, cwd) = unit_launch(&unit);
+        // This `openclaw` is a shell script that execs no Node: the unit runs it as `reef up`
+        // does (with a warning), in the unit OpenClaw's installer writes.
         assert_eq!(argv, hosted.argv, "{}", instance.name);
+        if instance.runtime == reef::topology::Runtime::Openclaw {
+            assert!(
+                text(&exported.stderr).contains(&format!(
+                    "`{}`: cannot find the Node and OpenClaw package",
+                    instance.name
+                )),
+                "{}",
+                text(&exported.stderr)
+            );
+            // OpenClaw's variables, then the launch's own; no working directory (OpenClaw sets
+            // none on Linux); no OPENCLAW_NO_RESPAWN under a manager that always restarts.
+            for (key, value) in hosted
+                .env
+                .iter()
+                .filter(|(k, _)| *k != "OPENCLAW_NO_RESPAWN")
+            {
+                assert_eq!(env.get(key), Some(value), "{}: {key}", instance.name);
+            }
+            assert!(!env.contains_key("OPENCLAW_NO_RESPAWN"));
+            assert_eq!(env["OPENCLAW_SERVICE_MARKER"], "openclaw");
+            assert_eq!(env["OPENCLAW_SERVICE_KIND"], "gateway");
+            assert_eq!(env["OPENCLAW_SYSTEMD_UNIT"], instance.systemd_unit);
+            assert_eq!(env["HOME"], home.path().to_str().unwrap());
+            assert_eq!(env["NODE_OPTIONS"], "");
+            assert_eq!(cwd, PathBuf::new(), "{}", instance.name);
+            continue;
+        }
         assert_eq!(env, hosted.env, "{}", instance.name);
         assert_eq!(cwd, hosted.cwd, "{}", instance.name);
         assert_eq!(env, launch::gateway_env(instance));
@@ -1255,4 +1286,932 @@ fn values_a_format_cannot_hold_fail_the_export_naming_instance_and_field() {
         !stderr.contains('\u{1b}'),
         "raw ESC on the terminal: {stderr}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runtime openclaw and secrets (issue 12: "Services exactly as OpenClaw installs them",
+// "Exports keep secrets out and cannot be injected").
+
+/// A host for runtime openclaw, in a temporary directory: a home, and an npm-style OpenClaw
+/// install (`prefix/bin/openclaw` -> the package's `openclaw.mjs`, `node` elsewhere on PATH), so
+/// units can run Node on `dist/index.js` as OpenClaw's installer writes them. reef runs there with
+/// nothing inherited but HOME, PATH and NO_COLOR.
+struct OpenclawHost {
+    root: tempfile::TempDir,
+    home: PathBuf,
+    path: String,
+    node: PathBuf,
+    entry: PathBuf,
+}
+
+impl OpenclawHost {
+    fn new() -> OpenclawHost {
+        let root = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(root.path()).unwrap();
+        let package = base.join("prefix/lib/node_modules/openclaw");
+        std::fs::create_dir_all(package.join("dist")).unwrap();
+        std::fs::write(package.join("package.json"), r#"{"name":"openclaw"}"#).unwrap();
+        std::fs::write(package.join("openclaw.mjs"), "#!/usr/bin/env node\n").unwrap();
+        std::fs::set_permissions(
+            package.join("openclaw.mjs"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::write(package.join("dist/index.js"), "").unwrap();
+        std::fs::create_dir_all(base.join("prefix/bin")).unwrap();
+        std::os::unix::fs::symlink(
+            "../lib/node_modules/openclaw/openclaw.mjs",
+            base.join("prefix/bin/openclaw"),
+        )
+        .unwrap();
+        let node = base.join("node/bin/node");
+        std::fs::create_dir_all(node.parent().unwrap()).unwrap();
+        std::fs::write(&node, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&node, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let home = base.join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        OpenclawHost {
+            path: format!("{0}/prefix/bin:{0}/node/bin:/usr/bin:/bin", base.display()),
+            entry: package.join("dist/index.js"),
+            node,
+            home,
+            root,
+        }
+    }
+
+    /// `reef ARGS` with this host's home and PATH, in its home directory.
+    fn reef(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_reef"))
+            .env_clear()
+            .env("HOME", &self.home)
+            .env("PATH", &self.path)
+            .env("NO_COLOR", "1")
+            .current_dir(&self.home)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Writes `script` as `name` in the home directory.
+    fn script(&self, name: &str, script: &str) -> String {
+        std::fs::write(self.home.join(name), script).unwrap();
+        name.to_owned()
+    }
+
+    /// Machine-specific parts out: the temporary directory, reef's binary, the heap size (it
+    /// follows this machine's memory, as OpenClaw's installer's does).
+    fn portable(&self, output: &str) -> String {
+        let base = std::fs::canonicalize(self.root.path()).unwrap();
+        let out = portable(output).replace(&base.display().to_string(), "[tmp]");
+        let flag = "--max-old-space-size=";
+        let mut pieces = out.split(flag);
+        let mut heapless = pieces.next().unwrap_or("").to_owned();
+        for piece in pieces {
+            heapless.push_str(flag);
+            heapless.push_str("[heap]");
+            heapless.push_str(piece.trim_start_matches(|c: char| c.is_ascii_digit()));
+        }
+        heapless
+    }
+}
+
+/// Two real gateways (one with its own restart, stop and dependency, and the token in its env)
+/// and a built-in one, each with a secret.
+const SECRETS: &str = r#"
+reef.gateway {
+  profile = "main", port = 18789, runtime = "openclaw",
+  env = { ANTHROPIC_API_KEY = "sk-ant-main-value", TZ = "UTC" },
+}
+reef.gateway {
+  profile = "rescue", port = 19789, runtime = "openclaw", depends_on = "main",
+  restart = { policy = "on-failure", backoff = { initial = 2 } },
+  stop = { signal = "SIGINT", timeout = 60 },
+  env = { OPENCLAW_GATEWAY_TOKEN = "tok-rescue-value" },
+}
+reef.gateway { profile = "ops", port = 20789, env = { DB_PASSWORD = "pw-ops-value", TEAM = "ops" } }
+"#;
+
+/// The secret values of [`SECRETS`].
+const SECRET_VALUES: &[&str] = &["sk-ant-main-value", "tok-rescue-value", "pw-ops-value"];
+
+/// What stdout shows instead of a secret's value.
+const PLACEHOLDER: &str = "<secret>";
+
+#[test]
+fn runtime_openclaw_and_secrets_are_pinned_in_every_format() {
+    let host = OpenclawHost::new();
+    let script = host.script("secrets.lua", SECRETS);
+    for format in FORMATS {
+        let output = host.reef(&["export", "--format", format, &script]);
+        assert!(
+            output.status.success(),
+            "{format}: {}",
+            text(&output.stderr)
+        );
+        let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+        for secret in SECRET_VALUES {
+            assert!(
+                !stdout.contains(secret) && !stderr.contains(secret),
+                "{format} prints {secret}"
+            );
+        }
+        let shown = if *format == "launchd" {
+            "&lt;secret&gt;"
+        } else {
+            PLACEHOLDER
+        };
+        assert!(stdout.contains(shown), "{format}: no placeholder\n{stdout}");
+        insta::assert_snapshot!(
+            format!("openclaw-secrets-{format}"),
+            format!(
+                "{}\n--- warnings ---\n{}",
+                host.portable(&stdout),
+                host.portable(&stderr)
+            )
+        );
+    }
+}
+
+#[test]
+fn openclaw_units_run_node_on_the_package_entry_as_openclaws_installer_writes() {
+    let host = OpenclawHost::new();
+    let script = host.script("secrets.lua", SECRETS);
+    let output = host.reef(&["export", "--format", "systemd", &script]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let unit = stdout
+        .split("# ==> ")
+        .find(|part| part.starts_with("openclaw-gateway-main.service"))
+        .unwrap();
+    let (argv, env, cwd) = unit_launch(unit);
+    assert_eq!(argv[0], host.node.to_str().unwrap());
+    assert!(argv[1].starts_with("--max-old-space-size="), "{argv:?}");
+    assert_eq!(argv[2], host.entry.to_str().unwrap());
+    assert_eq!(
+        argv[3..],
+        [
+            "gateway",
+            "--port",
+            "18789",
+            "--allow-unconfigured",
+            "--bind",
+            "loopback"
+        ]
+    );
+    // The installer's variables and order, then reef's own and the topology's.
+    let keys: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .map(|l| l.trim_start_matches('"').split('=').next().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "HOME",
+            "TMPDIR",
+            "OPENCLAW_STATE_DIR",
+            "OPENCLAW_CONFIG_PATH",
+            "PATH",
+            "NODE_OPTIONS",
+            "OPENCLAW_PROFILE",
+            "OPENCLAW_GATEWAY_PORT",
+            "OPENCLAW_SYSTEMD_UNIT",
+            "OPENCLAW_WINDOWS_TASK_NAME",
+            "OPENCLAW_WINDOWS_TASK_HIDDEN_LAUNCHER",
+            "OPENCLAW_SERVICE_MARKER",
+            "OPENCLAW_SERVICE_KIND",
+            "OPENCLAW_DISABLE_BONJOUR",
+            "TZ",
+        ]
+    );
+    let base = std::fs::canonicalize(host.root.path()).unwrap();
+    assert_eq!(
+        env["PATH"],
+        format!(
+            "{0}/node/bin:{0}/prefix/bin:/usr/local/bin:/usr/bin:/bin:{1}/.local/bin:{1}/.npm-global/bin:{1}/bin:{1}/.nix-profile/bin",
+            base.display(),
+            host.home.display()
+        )
+    );
+    assert_eq!(env["TMPDIR"], "/tmp");
+    assert_eq!(
+        cwd,
+        PathBuf::new(),
+        "OpenClaw's unit sets no working directory on Linux"
+    );
+    for line in [
+        "Description=OpenClaw Gateway (profile: main)",
+        "StartLimitBurst=10",
+        "StartLimitIntervalSec=300",
+        "Restart=always",
+        "RestartSec=5",
+        "RestartPreventExitStatus=78",
+        "TimeoutStopSec=330",
+        "TimeoutStartSec=30",
+        "SuccessExitStatus=0 143",
+        "OOMPolicy=continue",
+        "KillMode=mixed",
+        "WantedBy=default.target",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "lacks {line:?}:\n{unit}");
+    }
+    assert!(!unit.contains("KillSignal="), "{unit}");
+    // The rescue gateway's own policies are kept, and said.
+    let rescue = stdout
+        .split("# ==> ")
+        .find(|part| part.starts_with("openclaw-gateway-rescue.service"))
+        .unwrap();
+    for line in [
+        "After=network-online.target openclaw-gateway-main.service",
+        "Restart=on-failure",
+        "RestartSec=2",
+        "TimeoutStopSec=60",
+        "KillSignal=SIGINT",
+        "Environment=OPENCLAW_NO_RESPAWN=1",
+    ] {
+        assert!(
+            rescue.lines().any(|l| l == line),
+            "lacks {line:?}:\n{rescue}"
+        );
+    }
+    let stderr = text(&output.stderr);
+    for warning in [
+        "`rescue`: restart policy on-failure",
+        "`rescue`: restart.backoff.initial 2 s",
+        "`rescue`: stop.timeout 60 s: its unit says TimeoutStopSec=60, not 330",
+        "`rescue`: stop signal SIGINT",
+        "`rescue`: depends_on main becomes After=/Wants= openclaw-gateway-main.service",
+        "not once its gateway is ready",
+        "systemd 252 has no growing restart delay",
+    ] {
+        assert!(stderr.contains(warning), "lacks {warning:?}:\n{stderr}");
+    }
+    assert_eq!(
+        stderr.matches("systemd 252").count(),
+        1,
+        "once per topology:\n{stderr}"
+    );
+}
+
+/// Files of `dir` by name, with their modes and contents.
+fn files_in(dir: &Path) -> BTreeMap<String, (u32, String)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                (mode, std::fs::read_to_string(&path).unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// The variables a systemd env file defines, read as systemd does (double quotes with `\`
+/// escaping `"`, `\`, `` ` `` and `$`; `#` comments).
+fn systemd_env_file(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with('#') && line.contains('='))
+        .map(|line| {
+            let (key, raw) = line.split_once('=').unwrap();
+            let value = match raw.strip_prefix('"') {
+                Some(quoted) => {
+                    let mut out = String::new();
+                    let mut chars = quoted.chars();
+                    while let Some(c) = chars.next() {
+                        match c {
+                            '\\' => {
+                                let next = chars.next().unwrap();
+                                if !matches!(next, '"' | '\\' | '`' | '$') {
+                                    out.push('\\');
+                                }
+                                out.push(next);
+                            }
+                            '"' => break,
+                            c => out.push(c),
+                        }
+                    }
+                    out
+                }
+                None => raw.trim_end().to_owned(),
+            };
+            (key.to_owned(), value)
+        })
+        .collect()
+}
+
+/// The variables a Compose env file defines: `KEY=value` or `KEY='value'`.
+fn compose_env_file(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && line.contains('='))
+        .map(|line| {
+            let (key, raw) = line.split_once('=').unwrap();
+            let value = raw
+                .strip_prefix('\'')
+                .and_then(|v| v.strip_suffix('\''))
+                .unwrap_or(raw);
+            (key.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+/// Keys defined more than once.
+fn twice(keys: &[String]) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    keys.iter()
+        .filter(|key| !seen.insert(key.as_str()))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn secrets_go_only_to_private_files_and_every_variable_is_defined_once() {
+    let host = OpenclawHost::new();
+    let script = host.script("secrets.lua", SECRETS);
+    for format in FORMATS {
+        let dir = tempfile::tempdir().unwrap();
+        let output = host.reef(&[
+            "export",
+            "--format",
+            format,
+            &script,
+            "--output",
+            dir.path().to_str().unwrap(),
+        ]);
+        assert!(
+            output.status.success(),
+            "{format}: {}",
+            text(&output.stderr)
+        );
+        let files = files_in(dir.path());
+        let holders: Vec<&str> = match *format {
+            "systemd" => vec![
+                "openclaw-gateway-main.env",
+                "openclaw-gateway-rescue.env",
+                "openclaw-gateway-ops.env",
+            ],
+            "launchd" => vec![
+                "ai.openclaw.main.plist",
+                "ai.openclaw.rescue.plist",
+                "ai.openclaw.ops.plist",
+            ],
+            "compose" => vec!["main.env", "rescue.env", "ops.env"],
+            "kubernetes" => vec!["secrets.secrets.k8s.yaml"],
+            _ => vec!["secrets.nv.hcl"],
+        };
+        for (name, (mode, content)) in &files {
+            let secrets: Vec<&&str> = SECRET_VALUES
+                .iter()
+                .filter(|v| content.contains(**v))
+                .collect();
+            if holders.contains(&name.as_str()) {
+                assert_eq!(*mode, 0o600, "{format}: {name} holds secrets");
+            } else {
+                assert!(secrets.is_empty(), "{format}: {name} holds {secrets:?}");
+            }
+        }
+        for secret in SECRET_VALUES {
+            assert!(
+                holders
+                    .iter()
+                    .any(|name| files.get(*name).is_some_and(|(_, c)| c.contains(secret))),
+                "{format}: {secret} is nowhere"
+            );
+        }
+        // No variable is defined twice, openly or as a secret.
+        match *format {
+            "systemd" => {
+                for instance in ["main", "rescue", "ops"] {
+                    let unit = &files[&format!("openclaw-gateway-{instance}.service")].1;
+                    let mut keys: Vec<String> = unit
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("Environment="))
+                        .map(|l| unit_words(l).concat())
+                        .map(|a| a.split('=').next().unwrap().to_owned())
+                        .collect();
+                    let env_file = &files[&format!("openclaw-gateway-{instance}.env")].1;
+                    keys.extend(systemd_env_file(env_file).into_iter().map(|(k, _)| k));
+                    assert_eq!(twice(&keys), Vec::<String>::new(), "{instance}: {keys:?}");
+                    assert!(
+                        unit.contains(&format!(
+                            "EnvironmentFile=-{}/.openclaw-{instance}/gateway.systemd.env",
+                            host.home.display()
+                        )),
+                        "{unit}"
+                    );
+                }
+            }
+            "launchd" => {
+                for (name, (mode, plist)) in &files {
+                    assert_eq!(*mode, 0o600, "{name}");
+                    let keys: Vec<String> = plist
+                        .lines()
+                        .skip_while(|l| !l.contains("<key>EnvironmentVariables</key>"))
+                        .skip(2)
+                        .take_while(|l| *l != "  </dict>")
+                        .filter_map(|l| l.trim().strip_prefix("<key>"))
+                        .map(str::to_owned)
+                        .collect();
+                    assert_eq!(twice(&keys), Vec::<String>::new(), "{name}: {keys:?}");
+                    assert_eq!(keys.len(), plist_launch(plist).1.len(), "{name}");
+                }
+            }
+            "compose" => {
+                let compose = &files["compose.yaml"].1;
+                for service in ["main", "rescue", "ops"] {
+                    let block = compose.split(&format!("\n  {service}:\n")).nth(1).unwrap();
+                    let mut keys: Vec<String> = block
+                        .lines()
+                        .skip_while(|l| *l != "    environment:")
+                        .skip(1)
+                        .take_while(|l| l.starts_with("      "))
+                        .map(|l| l.trim().split(':').next().unwrap().to_owned())
+                        .collect();
+                    let env_file = &files[&format!("{service}.env")].1;
+                    keys.extend(compose_env_file(env_file).into_iter().map(|(k, _)| k));
+                    assert_eq!(twice(&keys), Vec::<String>::new(), "{service}: {keys:?}");
+                }
+                assert!(
+                    files["main.env"].1.contains("# OPENCLAW_GATEWAY_TOKEN="),
+                    "the token's line to fill in"
+                );
+                assert!(
+                    !files["rescue.env"].1.contains("# OPENCLAW_GATEWAY_TOKEN="),
+                    "rescue's token is the topology's"
+                );
+            }
+            "kubernetes" => {
+                let manifests = &files["secrets.k8s.yaml"].1;
+                for deployment in manifests.split("kind: Deployment").skip(1) {
+                    let names: Vec<String> = deployment
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("            - name: "))
+                        .map(str::to_owned)
+                        .collect();
+                    assert_eq!(twice(&names), Vec::<String>::new(), "{names:?}");
+                }
+                assert!(
+                    manifests.contains(
+                        "- name: ANTHROPIC_API_KEY\n              valueFrom:\n                secretKeyRef:\n                  name: \"secrets-main-env\""
+                    ),
+                    "{manifests}"
+                );
+            }
+            _ => {
+                let job = &files["secrets.nomad.hcl"].1;
+                for group in job.split("  group ").skip(1) {
+                    let mut keys: Vec<String> = group
+                        .lines()
+                        .skip_while(|l| *l != "      env {")
+                        .skip(1)
+                        .take_while(|l| *l != "      }")
+                        .map(|l| l.trim().split(' ').next().unwrap().to_owned())
+                        .collect();
+                    let data = group
+                        .lines()
+                        .find_map(|l| l.trim().strip_prefix("data        = "))
+                        .unwrap();
+                    let template = hcl_unquote(data);
+                    keys.extend(
+                        template
+                            .trim_start_matches(|c| c != '}')
+                            .split('\n')
+                            .filter_map(|l| l.trim_start_matches('}').split('=').next())
+                            .map(str::to_owned),
+                    );
+                    assert_eq!(twice(&keys), Vec::<String>::new(), "{keys:?}");
+                }
+            }
+        }
+        // A second export keeps what the owner filled in, and says what it lacks.
+        if let Some(name) = holders.first().filter(|_| *format != "launchd") {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "# emptied by its owner\n").unwrap();
+            let again = host.reef(&[
+                "export",
+                "--format",
+                format,
+                &script,
+                "--output",
+                dir.path().to_str().unwrap(),
+            ]);
+            assert!(again.status.success());
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                "# emptied by its owner\n"
+            );
+            let report = text(&again.stdout);
+            assert!(
+                report.contains(&format!("kept the existing {}", path.display()))
+                    && report.contains("it lacks"),
+                "{format}: {report}"
+            );
+        }
+    }
+}
+
+#[test]
+fn install_writes_private_units_and_env_files_and_keeps_filled_in_ones() {
+    use std::os::unix::fs::MetadataExt;
+    let host = OpenclawHost::new();
+    let script = host.script("secrets.lua", SECRETS);
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().mode() & 0o777;
+
+    let dry = host.reef(&["install", "--target", "systemd", "--dry-run", &script]);
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    let printed = text(&dry.stdout);
+    for secret in SECRET_VALUES {
+        assert!(!printed.contains(secret), "the dry run prints {secret}");
+    }
+    let env_file = host.home.join(".openclaw-main/gateway.systemd.env");
+    assert!(printed.contains(&format!("# ==> {} (secrets, 0600", env_file.display())));
+    assert!(
+        printed.contains(&format!("# ANTHROPIC_API_KEY={PLACEHOLDER}")),
+        "{printed}"
+    );
+    assert!(!host.home.join(".config").exists() && !env_file.exists());
+
+    let installed = host.reef(&["install", "--target", "systemd", &script]);
+    assert!(installed.status.success(), "{}", text(&installed.stderr));
+    let units = host.home.join(".config/systemd/user");
+    for unit in ["main", "rescue", "ops"] {
+        let path = units.join(format!("openclaw-gateway-{unit}.service"));
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+        let content = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            SECRET_VALUES.iter().all(|s| !content.contains(s)),
+            "{content}"
+        );
+    }
+    assert_eq!(mode(&env_file), 0o600);
+    assert_eq!(mode(env_file.parent().unwrap()), 0o700);
+    assert_eq!(
+        systemd_env_file(&std::fs::read_to_string(&env_file).unwrap()),
+        [(
+            "ANTHROPIC_API_KEY".to_owned(),
+            "sk-ant-main-value".to_owned()
+        )]
+    );
+    // The owner's edits stay; a unit reef wrote is rewritten, still 0600.
+    std::fs::write(&env_file, "ANTHROPIC_API_KEY=rotated\n").unwrap();
+    let unit = units.join("openclaw-gateway-main.service");
+    std::fs::set_permissions(&unit, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let again = host.reef(&["install", "--target", "systemd", &script]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&env_file).unwrap(),
+        "ANTHROPIC_API_KEY=rotated\n"
+    );
+    assert!(
+        text(&again.stdout).contains(&format!("kept the existing {}", env_file.display())),
+        "{}",
+        text(&again.stdout)
+    );
+    assert_eq!(mode(&unit), 0o600);
+
+    // launchd reads no env file: the agent keeps the secret, 0600, and says so.
+    let agents = host.reef(&["install", "--target", "launchd", &script]);
+    assert!(agents.status.success(), "{}", text(&agents.stderr));
+    let plist = host
+        .home
+        .join("Library/LaunchAgents/ai.openclaw.main.plist");
+    assert_eq!(mode(&plist), 0o600);
+    assert!(
+        std::fs::read_to_string(&plist)
+            .unwrap()
+            .contains("sk-ant-main-value")
+    );
+    assert!(
+        text(&agents.stderr).contains("`main`: launchd reads no env file"),
+        "{}",
+        text(&agents.stderr)
+    );
+}
+
+/// Secret values that turn into structure where they are not escaped: a directive, quotes,
+/// templates, specifiers, YAML.
+const HOSTILE_SECRETS: &[(&str, &str)] = &[
+    ("EVIL_TOKEN", "x\nExecStartPre=/bin/sh"),
+    ("QUOTED_SECRET", "say \"hi\" 'q' \\ back\ttab"),
+    ("EXPANDED_KEY", "${X} $HOME $(Y) %h %{z} $$ `id`"),
+    ("YAML_PASSWORD", "a: b # c\n- d &e *f"),
+];
+
+/// A runtime-openclaw gateway `hostile` with `secrets` and the plain [`HOSTILE`] values as env
+/// and as arguments.
+fn hostile_openclaw_script(secrets: &[(&str, &str)]) -> String {
+    let env: Vec<String> = HOSTILE
+        .iter()
+        .chain(secrets)
+        .map(|(k, v)| format!("[{}] = {}", lua_string(k), lua_string(v)))
+        .collect();
+    let args: Vec<String> = HOSTILE.iter().map(|(_, v)| lua_string(v)).collect();
+    format!(
+        "reef.gateway {{\n  name = \"hostile\", profile = \"hostile\", port = 18789, runtime = \"openclaw\",\n  args = {{ {} }},\n  env = {{ {} }},\n}}\n",
+        args.join(", "),
+        env.join(", ")
+    )
+}
+
+/// Exports the hostile openclaw gateway with `secrets` as `format` into a directory.
+fn export_hostile_openclaw(
+    host: &OpenclawHost,
+    format: &str,
+    secrets: &[(&str, &str)],
+) -> (tempfile::TempDir, Output) {
+    let script = host.script("hostile.lua", &hostile_openclaw_script(secrets));
+    let dir = tempfile::tempdir().unwrap();
+    let output = host.reef(&[
+        "export",
+        "--format",
+        format,
+        &script,
+        "--output",
+        dir.path().to_str().unwrap(),
+    ]);
+    (dir, output)
+}
+
+#[test]
+fn hostile_values_and_secrets_read_back_exactly_from_an_openclaw_unit() {
+    let host = OpenclawHost::new();
+    // A line break cannot be in a systemd env file: refused, naming the field, not the value.
+    let (_, refused) = export_hostile_openclaw(&host, "systemd", HOSTILE_SECRETS);
+    assert_eq!(refused.status.code(), Some(3));
+    let stderr = text(&refused.stderr);
+    assert!(
+        stderr.contains("`hostile`") && stderr.contains("env.EVIL_TOKEN"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("ExecStartPre"),
+        "the value is shown: {stderr}"
+    );
+
+    let secrets: Vec<(&str, &str)> = HOSTILE_SECRETS[1..3].to_vec();
+    let (dir, output) = export_hostile_openclaw(&host, "systemd", &secrets);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let unit =
+        std::fs::read_to_string(dir.path().join("openclaw-gateway-hostile.service")).unwrap();
+    let settings = [
+        "Description",
+        "After",
+        "Wants",
+        "StartLimitBurst",
+        "StartLimitIntervalSec",
+        "ExecStart",
+        "Restart",
+        "RestartSec",
+        "RestartPreventExitStatus",
+        "TimeoutStopSec",
+        "TimeoutStartSec",
+        "SuccessExitStatus",
+        "OOMPolicy",
+        "KillMode",
+        "EnvironmentFile",
+        "Environment",
+        "WantedBy",
+    ];
+    for line in unit.lines() {
+        let structural = line.is_empty()
+            || line.starts_with('#')
+            || line.starts_with('[')
+            || line
+                .split_once('=')
+                .is_some_and(|(key, _)| settings.contains(&key));
+        assert!(structural, "an injected line: {line:?}\n{unit}");
+    }
+    let (argv, env, _) = unit_launch(&unit);
+    let args: Vec<&str> = HOSTILE.iter().map(|(_, v)| *v).collect();
+    assert_eq!(argv[argv.len() - args.len()..], args);
+    for (key, value) in HOSTILE {
+        assert_eq!(env.get(*key).map(String::as_str), Some(*value), "{key}");
+    }
+    for (key, _) in &secrets {
+        assert!(!env.contains_key(*key), "{key} in the unit");
+    }
+    let env_file =
+        std::fs::read_to_string(dir.path().join("openclaw-gateway-hostile.env")).unwrap();
+    let read: BTreeMap<String, String> = systemd_env_file(&env_file).into_iter().collect();
+    for (key, value) in &secrets {
+        assert_eq!(read.get(*key).map(String::as_str), Some(*value), "{key}");
+    }
+    if validator("systemd-analyze").is_some() {
+        let verified = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(dir.path().join("openclaw-gateway-hostile.service"))
+            .output()
+            .unwrap();
+        let complaints: Vec<String> = text(&verified.stderr)
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(str::to_owned)
+            .collect();
+        assert!(
+            verified.status.success() && complaints.is_empty(),
+            "{complaints:#?}"
+        );
+    }
+}
+
+#[test]
+fn hostile_secrets_read_back_exactly_from_compose_env_files() {
+    let host = OpenclawHost::new();
+    // A line break, a quote, a backslash and `${` cannot be in every Compose's env file.
+    for refused in HOSTILE_SECRETS {
+        let (_, output) = export_hostile_openclaw(&host, "compose", &[*refused]);
+        assert_eq!(output.status.code(), Some(3), "{}", refused.0);
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(&format!("env.{}", refused.0)), "{stderr}");
+        assert!(!stderr.contains(refused.1), "the value is shown: {stderr}");
+    }
+    let secrets = [
+        ("EXPANDED_KEY", "$HOME $(Y) %h %{z} $$ `id` \"q\""),
+        ("PLAIN_TOKEN", "a: b # c &e *f"),
+    ];
+    let (dir, output) = export_hostile_openclaw(&host, "compose", &secrets);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let env_file = std::fs::read_to_string(dir.path().join("hostile.env")).unwrap();
+    let read: BTreeMap<String, String> = compose_env_file(&env_file).into_iter().collect();
+    for (key, value) in &secrets {
+        assert_eq!(read.get(*key).map(String::as_str), Some(*value), "{key}");
+    }
+    if validator("docker-compose").is_some() {
+        let config = Command::new("docker-compose")
+            .args(["-f", "compose.yaml", "config"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(config.status.success(), "{}", text(&config.stderr));
+        let resolved = dir.path().join("resolved.yaml");
+        std::fs::write(&resolved, &config.stdout).unwrap();
+        let parsed = python_json(
+            "yaml",
+            "compose = yaml.safe_load(open(sys.argv[1]))\n\
+             print(json.dumps(compose['services']['hostile']['environment']))",
+            &resolved,
+        );
+        if let Some(parsed) = parsed {
+            for (key, value) in secrets.iter().chain(HOSTILE) {
+                if *key == "ESCAPE" {
+                    continue; // docker-compose v1 prints ESC in a form YAML reads differently
+                }
+                assert_eq!(
+                    parsed[key].as_str().map(unexpanded).as_deref(),
+                    Some(*value),
+                    "{key}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn hostile_secrets_read_back_exactly_from_kubernetes_secrets() {
+    let host = OpenclawHost::new();
+    let (dir, output) = export_hostile_openclaw(&host, "kubernetes", HOSTILE_SECRETS);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let manifests = dir.path().join("hostile.k8s.yaml");
+    let secrets = dir.path().join("hostile.secrets.k8s.yaml");
+    let parsed = python_json(
+        "yaml",
+        "docs = list(yaml.safe_load_all(open(sys.argv[1])))\n\
+         (secret,) = [d for d in docs if d and d['kind'] == 'Secret']\n\
+         print(json.dumps(secret['stringData']))",
+        &secrets,
+    );
+    if let Some(parsed) = parsed {
+        for (key, value) in HOSTILE_SECRETS {
+            assert_eq!(parsed[key], *value, "{key}");
+        }
+    }
+    let references = python_json(
+        "yaml",
+        "docs = list(yaml.safe_load_all(open(sys.argv[1])))\n\
+         (deployment,) = [d for d in docs if d['kind'] == 'Deployment']\n\
+         (container,) = deployment['spec']['template']['spec']['containers']\n\
+         print(json.dumps({e['name']: e for e in container['env']}))",
+        &manifests,
+    );
+    if let Some(references) = references {
+        for (key, _) in HOSTILE_SECRETS {
+            assert!(references[key].get("value").is_none(), "{key} has a value");
+            assert_eq!(
+                references[key]["valueFrom"]["secretKeyRef"]["name"], "hostile-hostile-env",
+                "{key}"
+            );
+        }
+    }
+    if validator("kubernetes-validate").is_some() {
+        for file in [&manifests, &secrets] {
+            let checked = Command::new("kubernetes-validate")
+                .args(["--strict", "-k", "1.30.0"])
+                .arg(file)
+                .output()
+                .unwrap();
+            let all = format!("{}{}", text(&checked.stdout), text(&checked.stderr));
+            assert!(checked.status.success() && !all.contains("ERROR"), "{all}");
+        }
+    }
+}
+
+#[test]
+fn hostile_secrets_read_back_exactly_from_a_nomad_variable_specification() {
+    let host = OpenclawHost::new();
+    let (dir, output) = export_hostile_openclaw(&host, "nomad", HOSTILE_SECRETS);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let specification = std::fs::read_to_string(dir.path().join("hostile.nv.hcl")).unwrap();
+    let items: BTreeMap<String, String> = specification
+        .lines()
+        .skip_while(|l| *l != "items {")
+        .skip(1)
+        .take_while(|l| *l != "}")
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| {
+            let (key, value) = l.trim().split_once(" = ").unwrap();
+            (key.to_owned(), hcl_unquote(value))
+        })
+        .collect();
+    for (key, value) in HOSTILE_SECRETS {
+        assert_eq!(
+            items.get(&format!("hostile_{key}")).map(String::as_str),
+            Some(*value),
+            "{key}"
+        );
+    }
+    // The job reads them through the template, never as env values.
+    let job = std::fs::read_to_string(dir.path().join("hostile.nomad.hcl")).unwrap();
+    for (key, value) in HOSTILE_SECRETS {
+        assert!(
+            job.contains(&format!(
+                "{key}={{{{ index . \\\"hostile_{key}\\\" | toJSON }}}}"
+            )),
+            "{key}:\n{job}"
+        );
+        assert!(
+            !job.contains(&format!("\n        {key} = ")),
+            "{key} in env"
+        );
+        assert!(!job.contains(value), "{key}'s value in the job");
+    }
+    // python-hcl2 keeps string literals as written: the items, unquoted, are the values.
+    let parsed = python_json(
+        "hcl2",
+        "spec = hcl2.load(open(sys.argv[1]))\n\
+         (items,) = spec['items']\n\
+         print(json.dumps({k: v for k, v in items.items() if not k.startswith('__')}))",
+        &dir.path().join("hostile.nv.hcl"),
+    );
+    if let Some(parsed) = parsed {
+        let parsed = parsed.as_object().unwrap();
+        assert_eq!(parsed.len(), HOSTILE_SECRETS.len(), "{parsed:?}");
+        for (key, value) in HOSTILE_SECRETS {
+            let literal = parsed[&format!("hostile_{key}")].as_str().unwrap();
+            assert_eq!(hcl_unquote(literal), *value, "{key}");
+        }
+    }
+}
+
+#[test]
+fn hostile_secrets_read_back_exactly_from_a_launchd_agent() {
+    let host = OpenclawHost::new();
+    let (dir, output) = export_hostile_openclaw(&host, "launchd", HOSTILE_SECRETS);
+    // XML 1.0 cannot hold ESC (one of the plain values): refused.
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    drop(dir);
+    let script = hostile_openclaw_script(HOSTILE_SECRETS).replace("\\027[31mred", "red");
+    let script = host.script("hostile.lua", &script);
+    let dir = tempfile::tempdir().unwrap();
+    let output = host.reef(&[
+        "export",
+        "--format",
+        "launchd",
+        &script,
+        "--output",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let path = dir.path().join("ai.openclaw.hostile.plist");
+    let (_, env) = plist_launch(&std::fs::read_to_string(&path).unwrap());
+    for (key, value) in HOSTILE_SECRETS {
+        assert_eq!(env.get(*key).map(String::as_str), Some(*value), "{key}");
+    }
+    let parsed = python_json(
+        "plistlib",
+        "agent = plistlib.load(open(sys.argv[1], 'rb'))\n\
+         print(json.dumps([agent['ExitTimeOut'], agent['ThrottleInterval'], agent['Umask'], agent['ProcessType'], agent['EnvironmentVariables']]))",
+        &path,
+    );
+    if let Some(parsed) = parsed {
+        assert_eq!(parsed[0], 20);
+        assert_eq!(parsed[1], 10);
+        assert_eq!(parsed[2], 63);
+        assert_eq!(parsed[3], "Interactive");
+        for (key, value) in HOSTILE_SECRETS {
+            assert_eq!(parsed[4][key], *value, "{key}");
+        }
+    }
 }

@@ -4,13 +4,17 @@
 //! Every string is a double-quoted YAML scalar ([`yaml_string`]) with `$` doubled: Compose
 //! interpolates `$VAR` in every value, and `$$` is its literal `$`. Names of variables are keys,
 //! which Compose does not interpolate ([`yaml_name`]).
+//!
+//! Secrets (and the token) go to each service's env file, `SERVICE.env` (0600), never into the
+//! Compose file: a variable is in `environment:` or in the env file, never in both.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::{
-    CONTAINER_STATE_DIR, Export, ExportError, File, Format, Options, check_env, check_labels,
-    container_env, container_warnings, dns_label, image_of, node_probe, one_line, yaml_name,
-    yaml_string,
+    CONTAINER_STATE_DIR, Export, ExportError, File, Format, Options, PUBLIC, SecretFile, check_env,
+    check_labels, container_env, container_warnings, dns_label, image_of, node_probe, one_line,
+    secrets, yaml_name, yaml_string,
 };
 use crate::topology::{Instance, RestartPolicy};
 
@@ -69,21 +73,18 @@ pub fn export(
             RestartPolicy::Never => "no",
         };
         let _ = writeln!(out, "    restart: {}", value(restart));
-        let _ = writeln!(out, "    environment:");
         let env = container_env(instance);
         check_env(Format::Compose, instance, &env, |_| true)?;
-        for (key, text) in &env {
+        let (plain, secrets) = secrets::split(&env);
+        let _ = writeln!(out, "    environment:");
+        for (key, text) in &plain {
             let _ = writeln!(out, "      {}: {}", yaml_name(key), value(text));
         }
         let _ = writeln!(out, "    env_file:");
         let _ = writeln!(out, "      - {}", value(&format!("./{service}.env")));
-        export.secret_templates.push(File {
-            name: format!("{service}.env"),
-            content: format!(
-                "# Secrets of gateway `{}`; keep this file private (0600).\n# OPENCLAW_GATEWAY_TOKEN=\n",
-                one_line(&instance.name)
-            ),
-        });
+        export
+            .secret_files
+            .push(env_file(instance, &service, &secrets)?);
         let _ = writeln!(out, "    ports:");
         let _ = writeln!(out, "      - {}", value(&format!("{0}:{0}", instance.port)));
         let _ = writeln!(out, "    volumes:");
@@ -135,9 +136,29 @@ pub fn export(
     for instance in instances {
         let _ = writeln!(out, "  {}-state: {{}}", dns_label(&instance.name));
     }
-    export.files.push(File {
-        name: "compose.yaml".into(),
-        content: out,
-    });
+    export.files.push(File::new("compose.yaml", out, PUBLIC));
     Ok(())
+}
+
+/// A service's env file, `SERVICE.env`: its secret variables, and a line for its token unless
+/// the topology sets `OPENCLAW_GATEWAY_TOKEN` itself.
+fn env_file(
+    instance: &Instance,
+    service: &str,
+    secrets: &BTreeMap<String, String>,
+) -> Result<SecretFile, ExportError> {
+    let mut comment = vec![format!(
+        "Secrets of gateway `{}`; keep this file private (0600).",
+        instance.name
+    )];
+    if !secrets.contains_key("OPENCLAW_GATEWAY_TOKEN") {
+        comment.push("OPENCLAW_GATEWAY_TOKEN=".to_owned());
+    }
+    Ok(SecretFile {
+        name: format!("{service}.env"),
+        host_path: None,
+        content: secrets::compose_env_file(instance, secrets, &comment)?,
+        printed: secrets::compose_env_file(instance, &secrets::redacted(secrets), &comment)?,
+        keys: secrets.keys().cloned().collect(),
+    })
 }

@@ -5,13 +5,18 @@
 //!
 //! Every string is a double-quoted YAML scalar ([`yaml_string`]); in an env var's value `$` is
 //! doubled, since Kubernetes expands `$(VAR)` there and reads `$$` as `$`.
+//!
+//! Secret variables come from a Secret per instance (`TOPOLOGY-NAME-env`, written to
+//! `TOPOLOGY.secrets.k8s.yaml`, 0600), the token from `TOPOLOGY-NAME-token` unless the topology
+//! sets it: each variable is defined once, by value or by `secretKeyRef`, never both.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::{
-    CONTAINER_STATE_DIR, Export, ExportError, File, Format, Options, check_env, check_labels,
-    container_env, container_warnings, dns_label, image_of, node_probe, one_line, yaml_name,
-    yaml_string,
+    CONTAINER_STATE_DIR, Export, ExportError, File, Format, Options, PUBLIC, Problem, SecretFile,
+    check_env, check_labels, container_env, container_warnings, dns_label, env_field, image_of,
+    node_probe, one_line, secrets, yaml_name, yaml_string,
 };
 use crate::topology::{Instance, RestartPolicy};
 
@@ -39,6 +44,9 @@ pub fn export(
         out,
         "# Tokens: create a Secret per gateway, e.g. kubectl create secret generic {topology}-NAME-token --from-literal=token=..."
     );
+    let mut secret_docs = String::new();
+    let mut printed_docs = String::new();
+    let mut secret_keys = Vec::new();
     for instance in instances {
         container_warnings(instance, "Kubernetes", &mut export.warnings);
         if instance.restart.policy != RestartPolicy::Always {
@@ -130,7 +138,8 @@ pub fn export(
         let _ = writeln!(out, "          env:");
         let env = container_env(instance);
         check_env(Format::Kubernetes, instance, &env, |_| true)?;
-        for (key, value) in &env {
+        let (plain, secret_env) = secrets::split(&env);
+        for (key, value) in &plain {
             let _ = writeln!(
                 out,
                 "            - name: {}\n              value: {}",
@@ -138,11 +147,46 @@ pub fn export(
                 yaml_string(&value.replace('$', "$$"))
             );
         }
-        let _ = writeln!(
-            out,
-            "            - name: OPENCLAW_GATEWAY_TOKEN\n              valueFrom:\n                secretKeyRef:\n                  name: {}\n                  key: token\n                  optional: true",
-            yaml_string(&format!("{name}-token"))
-        );
+        // Each secret from the instance's Secret, never also as a value.
+        for key in secret_env.keys() {
+            if !is_secret_key(key) {
+                return Err(ExportError::new(
+                    Format::Kubernetes,
+                    Some(instance),
+                    env_field(key),
+                    key,
+                    Problem::SecretName,
+                ));
+            }
+            let _ = writeln!(
+                out,
+                "            - name: {}\n              valueFrom:\n                secretKeyRef:\n                  name: {}\n                  key: {}",
+                yaml_name(key),
+                yaml_string(&format!("{name}-env")),
+                yaml_string(key)
+            );
+        }
+        if !secret_env.contains_key("OPENCLAW_GATEWAY_TOKEN") {
+            let _ = writeln!(
+                out,
+                "            - name: OPENCLAW_GATEWAY_TOKEN\n              valueFrom:\n                secretKeyRef:\n                  name: {}\n                  key: token\n                  optional: true",
+                yaml_string(&format!("{name}-token"))
+            );
+        }
+        if !secret_env.is_empty() {
+            let secret = |values: &BTreeMap<String, String>| {
+                let mut doc = String::from("---\n");
+                doc.push_str(&metadata("Secret", &format!("{name}-env")));
+                doc.push_str("type: Opaque\nstringData:\n");
+                for (key, value) in values {
+                    doc.push_str(&format!("  {}: {}\n", yaml_name(key), yaml_string(value)));
+                }
+                doc
+            };
+            secret_docs.push_str(&secret(&secret_env));
+            printed_docs.push_str(&secret(&secrets::redacted(&secret_env)));
+            secret_keys.extend(secret_env.keys().cloned());
+        }
         let probe = |path: &str, field: &str| {
             format!(
                 "exec:\n              command: [\"node\", \"-e\", {}]",
@@ -176,9 +220,30 @@ pub fn export(
             "      volumes:\n        - name: state\n          persistentVolumeClaim:\n            claimName: {name}-state"
         );
     }
-    export.files.push(File {
-        name: format!("{topology}.k8s.yaml"),
-        content: out,
-    });
+    export
+        .files
+        .push(File::new(format!("{topology}.k8s.yaml"), out, PUBLIC));
+    if !secret_keys.is_empty() {
+        let heading = format!(
+            "# Written by reef from {}: the gateways' secret variables, one Secret per gateway.\n\
+             # Keep this file private (0600) and out of version control: kubectl apply -f it before the manifests.\n",
+            one_line(&options.script.display().to_string())
+        );
+        export.secret_files.push(SecretFile {
+            name: format!("{topology}.secrets.k8s.yaml"),
+            host_path: None,
+            content: format!("{heading}{secret_docs}"),
+            printed: format!("{heading}{printed_docs}"),
+            keys: secret_keys,
+        });
+    }
     Ok(())
+}
+
+/// Whether a Secret can hold a key of that name (letters, digits, `-`, `_`, `.`).
+fn is_secret_key(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }

@@ -1,5 +1,7 @@
 //! launchd agents for macOS: one per instance, labelled as OpenClaw labels its own
-//! (`ai.openclaw.PROFILE`).
+//! (`ai.openclaw.PROFILE`); for runtime openclaw, the agent OpenClaw's installer writes. launchd
+//! reads no env file, so an agent holding secrets keeps them itself: it is written 0600, printed
+//! with placeholders, and a warning says so. Every agent is written 0600.
 //!
 //! A property list is XML 1.0: markup characters are escaped, tab, newline and carriage
 //! return written as character references (a reader would fold a raw `\r`), and the other
@@ -8,10 +10,10 @@
 use std::fmt::Write;
 
 use super::{
-    Export, ExportError, File, Format, Options, argv_field, check_chars, check_env, host_launch,
-    one_line,
+    Export, ExportError, File, Format, Options, PRIVATE, argv_field, check_chars, check_env,
+    host_launch, one_line, openclaw, secrets,
 };
-use crate::topology::{Instance, RestartPolicy};
+use crate::topology::{Backoff, Instance, RestartPolicy, Runtime};
 
 /// Whether XML 1.0 can hold `c` (its `Char` production).
 fn xml_holds(c: char) -> bool {
@@ -73,12 +75,62 @@ pub fn per_instance(
                 one_line(&instance.name)
             ));
         }
-        export.files.push(File {
-            name: format!("{}.plist", instance.launchd_label),
-            content: plist(instance, options)?,
-        });
+        let agent = match instance.runtime {
+            Runtime::Openclaw => openclaw_agent(instance, options, &mut export.warnings)?,
+            Runtime::Builtin | Runtime::Command => reef_agent(instance, options)?,
+        };
+        let (_, secret_env) = secrets::split(&agent.env.iter().cloned().collect());
+        let name = format!("{}.plist", instance.launchd_label);
+        let content = agent.render(&agent.env);
+        if secret_env.is_empty() {
+            export.files.push(File::new(name, content, PRIVATE));
+        } else {
+            export.warnings.push(format!(
+                "`{}`: launchd reads no env file: its agent holds {} itself, so it is written 0600; \
+                 keep it out of backups and version control",
+                one_line(&instance.name),
+                secrets::fields(&secret_env)
+            ));
+            export.files.push(File {
+                name,
+                printed: Some(agent.render(&secrets::redacted_pairs(&agent.env))),
+                content,
+                mode: PRIVATE,
+            });
+        }
     }
     Ok(())
+}
+
+/// An agent's keys, with its environment apart: it is rendered once with the secrets' values
+/// (written) and once with placeholders (printed).
+struct Agent {
+    /// The XML up to `EnvironmentVariables`.
+    head: String,
+    /// The variables in the order they are written.
+    env: Vec<(String, String)>,
+    /// The keys after `EnvironmentVariables`.
+    tail: String,
+}
+
+impl Agent {
+    fn render(&self, env: &[(String, String)]) -> String {
+        let mut out = self.head.clone();
+        let _ = writeln!(out, "  <key>EnvironmentVariables</key>\n  <dict>");
+        for (key, value) in env {
+            let _ = writeln!(
+                out,
+                "    <key>{}</key>\n    <string>{}</string>",
+                xml(key),
+                xml(value)
+            );
+        }
+        let _ = writeln!(out, "  </dict>");
+        out.push_str(&self.tail);
+        let _ = writeln!(out, "</dict>");
+        let _ = writeln!(out, "</plist>");
+        out
+    }
 }
 
 /// The XML prologue and the opening `<dict>` of an agent, with reef's marker comment.
@@ -100,16 +152,25 @@ fn opening(options: &Options, what: &str) -> String {
     out
 }
 
-fn plist(instance: &Instance, options: &Options) -> Result<String, ExportError> {
-    let launch = host_launch(instance, options);
-    for (index, word) in launch.argv.iter().enumerate() {
+/// Checks what an agent writes against what XML 1.0 can hold: its program's words (named by
+/// `field`), its environment, its state dir.
+fn check_agent(
+    instance: &Instance,
+    argv: &[String],
+    field: impl Fn(usize) -> String,
+    env: &[(String, String)],
+) -> Result<(), ExportError> {
+    for (index, word) in argv.iter().enumerate() {
         check_chars(word, xml_holds, |problem| {
-            let field = argv_field(instance, &launch.argv, index);
-            ExportError::new(Format::Launchd, Some(instance), field, word, problem)
+            ExportError::new(Format::Launchd, Some(instance), field(index), word, problem)
         })?;
     }
-    check_env(Format::Launchd, instance, &launch.env, xml_holds)?;
-    // The working directory and the logs are in the state dir.
+    check_env(
+        Format::Launchd,
+        instance,
+        &env.iter().cloned().collect(),
+        xml_holds,
+    )?;
     let state_dir = instance.state_dir.display().to_string();
     check_chars(&state_dir, xml_holds, |problem| {
         ExportError::new(
@@ -119,65 +180,181 @@ fn plist(instance: &Instance, options: &Options) -> Result<String, ExportError> 
             &state_dir,
             problem,
         )
-    })?;
-    let mut out = opening(options, &format!("instance `{}`", instance.name));
-    let _ = writeln!(
-        out,
-        "  <key>Label</key>\n  <string>{}</string>",
-        xml(&instance.launchd_label)
-    );
+    })
+}
+
+/// `<key>` and a `<string>`, `<integer>` or boolean.
+fn entry(out: &mut String, key: &str, value: &str) {
+    let _ = writeln!(out, "  <key>{key}</key>\n  {value}");
+}
+
+fn string(text: &str) -> String {
+    format!("<string>{}</string>", xml(text))
+}
+
+fn program_arguments(out: &mut String, argv: &[String]) {
     let _ = writeln!(out, "  <key>ProgramArguments</key>\n  <array>");
-    for word in &launch.argv {
-        let _ = writeln!(out, "    <string>{}</string>", xml(word));
+    for word in argv {
+        let _ = writeln!(out, "    {}", string(word));
     }
     let _ = writeln!(out, "  </array>");
-    let _ = writeln!(out, "  <key>EnvironmentVariables</key>\n  <dict>");
-    for (key, value) in &launch.env {
-        let _ = writeln!(
-            out,
-            "    <key>{}</key>\n    <string>{}</string>",
-            xml(key),
-            xml(value)
-        );
+}
+
+/// The `KeepAlive` of a restart policy: always, after a failure (a non-zero exit), never.
+fn keep_alive(policy: RestartPolicy) -> &'static str {
+    match policy {
+        RestartPolicy::Always => "<true/>",
+        RestartPolicy::OnFailure => {
+            "<dict>\n    <key>SuccessfulExit</key>\n    <false/>\n  </dict>"
+        }
+        RestartPolicy::Never => "<false/>",
     }
-    let _ = writeln!(out, "  </dict>");
-    let _ = writeln!(
-        out,
-        "  <key>WorkingDirectory</key>\n  <string>{}</string>",
-        xml(&launch.cwd.display().to_string())
+}
+
+/// reef's own agent (runtime builtin or command): the launch `reef up` runs, logs in the state
+/// dir, the topology's policies.
+fn reef_agent(instance: &Instance, options: &Options) -> Result<Agent, ExportError> {
+    let launch = host_launch(instance, options);
+    let env: Vec<(String, String)> = launch.env.clone().into_iter().collect();
+    check_agent(
+        instance,
+        &launch.argv,
+        |index| argv_field(instance, &launch.argv, index),
+        &env,
+    )?;
+    let mut head = opening(options, &format!("instance `{}`", instance.name));
+    entry(&mut head, "Label", &string(&instance.launchd_label));
+    program_arguments(&mut head, &launch.argv);
+    let mut out = String::new();
+    entry(
+        &mut out,
+        "WorkingDirectory",
+        &string(&launch.cwd.display().to_string()),
     );
-    let _ = writeln!(out, "  <key>RunAtLoad</key>\n  <true/>");
-    let keep_alive = match instance.restart.policy {
-        RestartPolicy::Always => "  <key>KeepAlive</key>\n  <true/>".to_owned(),
-        // Restart only after a failure (a non-zero exit).
-        RestartPolicy::OnFailure => "  <key>KeepAlive</key>\n  <dict>\n    <key>SuccessfulExit</key>\n    <false/>\n  </dict>".to_owned(),
-        RestartPolicy::Never => "  <key>KeepAlive</key>\n  <false/>".to_owned(),
-    };
-    let _ = writeln!(out, "{keep_alive}");
-    let _ = writeln!(
-        out,
-        "  <key>ThrottleInterval</key>\n  <integer>{}</integer>",
-        instance.restart.backoff.initial.ceil().max(1.0) as u64
+    entry(&mut out, "RunAtLoad", "<true/>");
+    entry(&mut out, "KeepAlive", keep_alive(instance.restart.policy));
+    entry(
+        &mut out,
+        "ThrottleInterval",
+        &format!(
+            "<integer>{}</integer>",
+            instance.restart.backoff.initial.ceil().max(1.0) as u64
+        ),
     );
-    let _ = writeln!(
-        out,
-        "  <key>ExitTimeOut</key>\n  <integer>{}</integer>",
-        instance.stop.timeout.ceil() as u64
+    entry(
+        &mut out,
+        "ExitTimeOut",
+        &format!("<integer>{}</integer>", instance.stop.timeout.ceil() as u64),
     );
+    // The working directory and the logs are in the state dir.
     let log = instance.state_dir.join("logs").join("launchd.log");
-    let _ = writeln!(
-        out,
-        "  <key>StandardOutPath</key>\n  <string>{}</string>",
-        xml(&log.display().to_string())
+    let log = string(&log.display().to_string());
+    entry(&mut out, "StandardOutPath", &log);
+    entry(&mut out, "StandardErrorPath", &log);
+    Ok(Agent {
+        head,
+        env,
+        tail: out,
+    })
+}
+
+/// The agent `openclaw gateway install` writes on macOS (OpenClaw 2026.9.6, `launchd-plist.ts`):
+/// its policy (`ExitTimeOut` 20, `ThrottleInterval` 10, `ProcessType` Interactive, `Umask` 077,
+/// stdin from /dev/null), Node on the package's entry by absolute paths, the state dir as working
+/// directory, logs under `~/Library/Logs/openclaw`, the installer's environment plus the launch's
+/// own variables. The topology's own restart policy, backoff, stop timeout or signal replace
+/// OpenClaw's, with a warning. (On macOS the installer moves the variables into a wrapper's env
+/// file; reef keeps them in the agent.)
+fn openclaw_agent(
+    instance: &Instance,
+    options: &Options,
+    warnings: &mut Vec<String>,
+) -> Result<Agent, ExportError> {
+    let launch = host_launch(instance, options);
+    let (program, program_len) = openclaw::program_words(instance, &launch.argv, options, warnings);
+    let argv: Vec<String> = program
+        .iter()
+        .chain(&launch.argv[program_len..])
+        .cloned()
+        .collect();
+    let words = program.len();
+    let env = openclaw::environment(instance, &launch.env, options, openclaw::Manager::Launchd);
+    check_agent(
+        instance,
+        &argv,
+        |index| {
+            if index < words && words != program_len {
+                "the OpenClaw installation's path".to_owned()
+            } else {
+                argv_field(instance, &launch.argv, index + program_len - words)
+            }
+        },
+        &env,
+    )?;
+    openclaw::differences(instance, openclaw::Manager::Launchd, warnings);
+    let exit_timeout = if instance.stop.timeout == openclaw::STOP_TIMEOUT {
+        openclaw::LAUNCHD_EXIT_TIMEOUT
+    } else {
+        instance.stop.timeout.ceil() as u64
+    };
+    let throttle = if instance.restart.backoff == Backoff::default() {
+        openclaw::LAUNCHD_THROTTLE_INTERVAL
+    } else {
+        instance.restart.backoff.initial.ceil().max(1.0) as u64
+    };
+    let mut out = opening(
+        options,
+        &format!(
+            "instance `{}`: the agent `openclaw gateway install` writes for its profile",
+            instance.name
+        ),
     );
-    let _ = writeln!(
-        out,
-        "  <key>StandardErrorPath</key>\n  <string>{}</string>",
-        xml(&log.display().to_string())
+    entry(&mut out, "Label", &string(&instance.launchd_label));
+    entry(
+        &mut out,
+        "Comment",
+        &string(&openclaw::description(&instance.profile)),
     );
-    let _ = writeln!(out, "</dict>");
-    let _ = writeln!(out, "</plist>");
-    Ok(out)
+    entry(&mut out, "RunAtLoad", "<true/>");
+    entry(&mut out, "KeepAlive", keep_alive(instance.restart.policy));
+    entry(
+        &mut out,
+        "ExitTimeOut",
+        &format!("<integer>{exit_timeout}</integer>"),
+    );
+    entry(
+        &mut out,
+        "ProcessType",
+        &string(openclaw::LAUNCHD_PROCESS_TYPE),
+    );
+    entry(
+        &mut out,
+        "ThrottleInterval",
+        &format!("<integer>{throttle}</integer>"),
+    );
+    entry(
+        &mut out,
+        "Umask",
+        &format!("<integer>{}</integer>", openclaw::LAUNCHD_UMASK),
+    );
+    entry(&mut out, "StandardInPath", &string("/dev/null"));
+    program_arguments(&mut out, &argv);
+    entry(
+        &mut out,
+        "WorkingDirectory",
+        &string(&instance.state_dir.display().to_string()),
+    );
+    let log = string(&openclaw::launchd_log(
+        &options.openclaw_host,
+        &instance.profile,
+    ));
+    entry(&mut out, "StandardOutPath", &log);
+    entry(&mut out, "StandardErrorPath", &log);
+    Ok(Agent {
+        head: out,
+        env,
+        tail: String::new(),
+    })
 }
 
 /// The label of the agent that runs `reef up` for a topology.
@@ -215,10 +392,7 @@ pub fn supervisor(options: &Options) -> Result<File, ExportError> {
     let _ = writeln!(out, "  <key>ExitTimeOut</key>\n  <integer>120</integer>");
     let _ = writeln!(out, "</dict>");
     let _ = writeln!(out, "</plist>");
-    Ok(File {
-        name: format!("{label}.plist"),
-        content: out,
-    })
+    Ok(File::new(format!("{label}.plist"), out, PRIVATE))
 }
 
 #[cfg(test)]

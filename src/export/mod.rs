@@ -5,8 +5,19 @@
 //! express is named in a warning, never dropped silently. What runs and with which variables
 //! is never rebuilt here: host units take the argv, working directory and gateway variables of
 //! the instance's launch (`supervisor::launch`, the one `reef up` spawns), containers its
-//! gateway variables. Secrets (the gateway token) never go into a generated file: they are
-//! referenced from an env file, a Secret or a variable.
+//! gateway variables. Secrets (the gateway token, and every variable whose name says it is one:
+//! [`secrets`]) never go into a unit, manifest, job or Compose file: they are referenced from an
+//! env file, a Secret or a variable that reef writes 0600 ([`SecretFile`]), or (launchd) kept in
+//! a property list written 0600. What reef prints shows a placeholder instead of their values
+//! ([`File::printed`], [`SecretFile::printed`]).
+//!
+//! Instances with runtime openclaw get the unit and agent OpenClaw's own installer writes
+//! ([`openclaw`]); the others keep reef's own.
+//!
+//! Generation is pure. Two parts touch the filesystem, outside it: [`openclaw::Host::detect`]
+//! and [`openclaw::Installation::resolve`], which the commands call to build [`Options`], and
+//! [`write`], which puts an export on disk (modes, atomic replacement, secret files never
+//! overwritten).
 //!
 //! Every string from the script (names, env, argv, paths, image) goes through the one quoting
 //! function of its format ([`yaml_string`], `hcl`, `xml`, systemd's `quoted`), so no value can
@@ -19,7 +30,10 @@ pub mod compose;
 pub mod kubernetes;
 pub mod launchd;
 pub mod nomad;
+pub mod openclaw;
+pub mod secrets;
 pub mod systemd;
+pub mod write;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -77,6 +91,15 @@ pub enum Problem {
     NoLabel,
     /// The same service, volume or group name (the name's DNS label) as another instance.
     SameLabel { other: String },
+    /// A character the format's secret store cannot hold in a value (a line break in an env
+    /// file, say). The value itself is never shown.
+    SecretCharacter(char),
+    /// A secret's value holds `${`, which Compose v1 (python-dotenv) expands in every env file
+    /// value, quoted or not, with no escape.
+    SecretInterpolation,
+    /// A secret's name the format's secret store cannot use as a key (a Kubernetes Secret's
+    /// keys are letters, digits, `-`, `_` and `.`; Nomad Variables' items identifiers).
+    SecretName,
 }
 
 /// A value from the script that a format cannot hold: which instance, which field, and why.
@@ -163,6 +186,33 @@ impl fmt::Display for ExportError {
                 dns_label(&self.value),
                 one_line(other)
             ),
+            Problem::SecretCharacter(c) => write!(
+                f,
+                "is a secret whose value contains {:?} (U+{:04X}), which {} cannot hold; {hint}",
+                c,
+                u32::from(*c),
+                match format {
+                    Format::Systemd =>
+                        "a systemd env file (one line of printable text per variable)",
+                    Format::Compose =>
+                        "a Compose env file (read the same way by Compose v1 and v2)",
+                    _ => "this format's secret store",
+                }
+            ),
+            Problem::SecretInterpolation => write!(
+                f,
+                "is a secret whose value contains \"${{\", which Compose v1 expands in any env file value \
+                 (it has no escape for it); {hint}"
+            ),
+            Problem::SecretName => write!(
+                f,
+                "is a secret whose name {} cannot use as a key; rename the variable",
+                match format {
+                    Format::Kubernetes => "a Kubernetes Secret (letters, digits, '-', '_', '.')",
+                    Format::Nomad => "Nomad Variables (letters, digits, '_', '-')",
+                    _ => "an env file (letters, digits, '_', '.', '-')",
+                }
+            ),
         }
     }
 }
@@ -185,14 +235,66 @@ pub struct Options {
     pub script: PathBuf,
     /// A short name for the topology (Compose project, Nomad job, Kubernetes labels).
     pub topology: String,
+    /// What OpenClaw's installer would read on this host (HOME, TMPDIR, PATH, memory): the
+    /// environment of runtime-openclaw services.
+    pub openclaw_host: openclaw::Host,
+    /// The `openclaw` of each runtime-openclaw instance (by name) resolved to Node and the
+    /// package entry as the installer runs them, or why that failed (the service then runs the
+    /// launch's program, with a warning).
+    pub openclaw_installs: BTreeMap<String, Result<openclaw::Installation, String>>,
 }
+
+/// Permissions of a file only its owner reads: OpenClaw's units, and anything holding a secret.
+pub const PRIVATE: u32 = 0o600;
+/// Permissions of a file anyone may read.
+pub const PUBLIC: u32 = 0o644;
 
 /// One generated file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct File {
     /// A file name (units, plists) or a suggested one (`compose.yaml`).
     pub name: String,
+    /// What is written.
     pub content: String,
+    /// What is printed instead, when `content` holds secrets: each value replaced by
+    /// [`secrets::PLACEHOLDER`].
+    pub printed: Option<String>,
+    /// Its permissions when written ([`PRIVATE`] or [`PUBLIC`]).
+    pub mode: u32,
+}
+
+impl File {
+    /// A file without secrets.
+    pub fn new(name: impl Into<String>, content: String, mode: u32) -> File {
+        File {
+            name: name.into(),
+            content,
+            printed: None,
+            mode,
+        }
+    }
+
+    /// What stdout shows of it: never a secret's value.
+    pub fn shown(&self) -> &str {
+        self.printed.as_deref().unwrap_or(&self.content)
+    }
+}
+
+/// A file of secrets (an env file, Kubernetes Secrets, a Nomad variable specification): written
+/// 0600 and only where none exists, since its owner may have filled it in since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretFile {
+    /// Its name in the directory of `reef export --output`.
+    pub name: String,
+    /// Where the service reads it on this host (a unit's `EnvironmentFile=`), which
+    /// `reef install` writes; none for the orchestrators' files.
+    pub host_path: Option<PathBuf>,
+    /// What is written, with the values.
+    pub content: String,
+    /// What is printed: each value replaced by [`secrets::PLACEHOLDER`].
+    pub printed: String,
+    /// The variables (or items) it defines, to name those an existing file lacks.
+    pub keys: Vec<String>,
 }
 
 /// The files of an export and what they could not express.
@@ -200,8 +302,8 @@ pub struct File {
 pub struct Export {
     pub files: Vec<File>,
     pub warnings: Vec<String>,
-    /// Files for secrets (env files), written only where none exists yet, 0600.
-    pub secret_templates: Vec<File>,
+    /// The secrets' files, written only where none exists yet, 0600.
+    pub secret_files: Vec<SecretFile>,
 }
 
 /// Exports the plan's enabled instances (a disabled one is named in a warning); fails on the
@@ -253,7 +355,8 @@ pub fn host_launch(instance: &Instance, options: &Options) -> Launch {
 }
 
 /// The environment inside a container: the gateway's own variables (as on the host) for the
-/// instance moved into the image's state dir. The token comes from a Secret or env file.
+/// instance moved into the image's state dir, secrets included: each format takes those
+/// ([`secrets::split`]) to its secret store. The token comes from a Secret or env file.
 pub fn container_env(instance: &Instance) -> BTreeMap<String, String> {
     let mut inside = instance.clone();
     inside.state_dir = PathBuf::from(CONTAINER_STATE_DIR);
@@ -529,19 +632,46 @@ pub(crate) mod testing {
             configs: BTreeMap::new(),
             script: PathBuf::from("/srv/reef.lua"),
             topology: "srv".into(),
+            openclaw_host: openclaw::test_host(),
+            openclaw_installs: BTreeMap::new(),
         }
+    }
+
+    /// Options where every runtime-openclaw instance of `instances` runs Node 24 from /opt/node
+    /// on /opt/openclaw's package.
+    pub fn options_with_openclaw(instances: &[&Instance]) -> Options {
+        let mut options = options();
+        for instance in instances {
+            options.openclaw_installs.insert(
+                instance.name.clone(),
+                Ok(openclaw::Installation {
+                    node: "/opt/node/bin/node".into(),
+                    entry: "/opt/openclaw/node_modules/openclaw/dist/index.js".into(),
+                    bin_dirs: vec!["/opt/node/bin".into()],
+                }),
+            );
+        }
+        options
     }
 
     /// Exports `instances` as `format`.
     pub fn export(format: Format, instances: &[&Instance]) -> Result<Export, ExportError> {
+        export_with(format, instances, &options_with_openclaw(instances))
+    }
+
+    /// Exports `instances` as `format` with `options`.
+    pub fn export_with(
+        format: Format,
+        instances: &[&Instance],
+        options: &Options,
+    ) -> Result<Export, ExportError> {
         let mut export = Export::default();
-        let options = options();
         match format {
-            Format::Systemd => systemd::per_instance(instances, &options, &mut export),
-            Format::Launchd => launchd::per_instance(instances, &options, &mut export),
-            Format::Compose => compose::export(instances, &options, &mut export),
-            Format::Kubernetes => kubernetes::export(instances, &options, &mut export),
-            Format::Nomad => nomad::export(instances, &options, &mut export),
+            Format::Systemd => systemd::per_instance(instances, options, &mut export),
+            Format::Launchd => launchd::per_instance(instances, options, &mut export),
+            Format::Compose => compose::export(instances, options, &mut export),
+            Format::Kubernetes => kubernetes::export(instances, options, &mut export),
+            Format::Nomad => nomad::export(instances, options, &mut export),
         }?;
         Ok(export)
     }

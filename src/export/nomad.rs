@@ -3,13 +3,18 @@
 //!
 //! Every string is an HCL quoted template ([`hcl`]): escapes for quotes, backslashes and
 //! control characters, and `${` / `%{` escaped so no value starts an interpolation.
+//!
+//! Secrets (and the token) come from Nomad Variables at `nomad/jobs/JOB`, item `GROUP_KEY`
+//! (`main_token`), through a template; `JOB.nv.hcl` (0600) is the variable's specification for
+//! `nomad var put`. A secret is in the template or in `env`, never in both.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::{
-    CONTAINER_STATE_DIR, Export, ExportError, File, Format, Options, check_env, check_labels,
-    container_env, container_warnings, dns_label, env_field, image_of, node_probe, one_line,
+    CONTAINER_STATE_DIR, Export, ExportError, File, Format, Options, PUBLIC, Problem, SecretFile,
+    check_env, check_labels, container_env, container_warnings, dns_label, env_field, image_of,
+    node_probe, one_line, secrets,
 };
 use crate::topology::{Instance, RestartPolicy};
 
@@ -83,6 +88,9 @@ pub fn export(
         "# Tokens: put OPENCLAW_GATEWAY_TOKEN in Nomad Variables (nomad/jobs/{job}), never here."
     );
     let _ = writeln!(out, "job {} {{", hcl(&job));
+    let mut items = String::new();
+    let mut printed_items = String::new();
+    let mut item_keys = Vec::new();
     let _ = writeln!(out, "  type = \"service\"");
     for instance in instances {
         container_warnings(instance, "Nomad", &mut export.warnings);
@@ -93,8 +101,9 @@ pub fn export(
                 instance.depends_on
             ));
         }
-        let env = container_env(instance);
-        check_env(Format::Nomad, instance, &env, |_| true)?;
+        let all_env = container_env(instance);
+        check_env(Format::Nomad, instance, &all_env, |_| true)?;
+        let (env, secret_env) = secrets::split(&all_env);
         for (key, _) in env.iter().filter(|(_, value)| value.contains("${")) {
             export.warnings.push(format!(
                 "`{}`: Nomad interpolates ${{...}} in env values when the task starts; {} may not reach the gateway as written",
@@ -142,10 +151,34 @@ pub fn export(
         let _ = writeln!(out, "        env         = true");
         let _ = writeln!(
             out,
-            "        data        = \"{{{{ with nomadVar \\\"nomad/jobs/{job}\\\" }}}}OPENCLAW_GATEWAY_TOKEN={{{{ index . \\\"{}_token\\\" }}}}{{{{ end }}}}\"",
-            group.replace('-', "_")
+            "        data        = {}",
+            hcl(&secrets_template(&job, &group, &secret_env))
         );
         let _ = writeln!(out, "      }}");
+        for (key, value) in &secret_env {
+            if !hcl_identifier(key) {
+                return Err(ExportError::new(
+                    Format::Nomad,
+                    Some(instance),
+                    env_field(key),
+                    key,
+                    Problem::SecretName,
+                ));
+            }
+            let item = item_name(&group, key);
+            items.push_str(&format!("  {item} = {}\n", hcl(value)));
+            printed_items.push_str(&format!("  {item} = {}\n", hcl(secrets::PLACEHOLDER)));
+            item_keys.push(item);
+        }
+        if !secret_env.contains_key("OPENCLAW_GATEWAY_TOKEN") {
+            let token = format!(
+                "  # {} = \"...\"   (the token of `{}`: add it before `nomad var put`)\n",
+                item_name(&group, "token"),
+                one_line(&instance.name)
+            );
+            items.push_str(&token);
+            printed_items.push_str(&token);
+        }
         let _ = writeln!(out, "      service {{");
         let _ = writeln!(out, "        name = {}", hcl(&format!("{job}-{group}")));
         let _ = writeln!(out, "        port = \"gateway\"");
@@ -178,11 +211,63 @@ pub fn export(
         let _ = writeln!(out, "  }}");
     }
     let _ = writeln!(out, "}}");
-    export.files.push(File {
-        name: format!("{job}.nomad.hcl"),
-        content: out,
-    });
+    export
+        .files
+        .push(File::new(format!("{job}.nomad.hcl"), out, PUBLIC));
+    if !item_keys.is_empty() {
+        let specification = |items: &str| {
+            format!(
+                "# Written by reef from {}: the gateways' secret variables (keep this file private, 0600).\n\
+                 # nomad var put @{job}.nv.hcl   (it replaces every item of the variable: keep the tokens here too)\n\
+                 path = {}\n\
+                 items {{\n{items}}}\n",
+                one_line(&options.script.display().to_string()),
+                hcl(&variable_path(&job))
+            )
+        };
+        export.secret_files.push(SecretFile {
+            name: format!("{job}.nv.hcl"),
+            host_path: None,
+            content: specification(&items),
+            printed: specification(&printed_items),
+            keys: item_keys,
+        });
+    }
     Ok(())
+}
+
+/// The Nomad Variables path a job's tasks read without further ACLs.
+fn variable_path(job: &str) -> String {
+    format!("nomad/jobs/{job}")
+}
+
+/// The item of the job's variable holding a group's `key` (`main_token`, `main_API_KEY`).
+fn item_name(group: &str, key: &str) -> String {
+    format!("{}_{key}", group.replace('-', "_"))
+}
+
+/// The template that turns the job's variable into the group's secret variables: the token
+/// (unless the topology sets it) and each secret of `env`, values as JSON strings, which
+/// Nomad's env parser reads back exactly whatever they hold.
+fn secrets_template(job: &str, group: &str, env: &BTreeMap<String, String>) -> String {
+    let mut lines = Vec::new();
+    if !env.contains_key("OPENCLAW_GATEWAY_TOKEN") {
+        lines.push(format!(
+            "OPENCLAW_GATEWAY_TOKEN={{{{ index . \"{}\" }}}}",
+            item_name(group, "token")
+        ));
+    }
+    for key in env.keys() {
+        lines.push(format!(
+            "{key}={{{{ index . \"{}\" | toJSON }}}}",
+            item_name(group, key)
+        ));
+    }
+    format!(
+        "{{{{ with nomadVar \"{}\" }}}}{}{{{{ end }}}}",
+        variable_path(job),
+        lines.join("\n")
+    )
 }
 
 #[cfg(test)]

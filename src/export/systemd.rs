@@ -1,19 +1,25 @@
-//! systemd user units: one per instance, compatible with the unit `openclaw gateway install`
-//! writes (same name, same environment contract, no restart loop on exit 78), or one unit that
-//! runs `reef up` itself.
+//! systemd user units: one per instance, named as `openclaw gateway install` names its own (for
+//! runtime openclaw, exactly the unit it writes: [`super::openclaw`]), or one unit that runs
+//! `reef up` itself. Every unit is written 0600, as OpenClaw writes its own; secrets go to the
+//! instance's env file, never into the unit.
+//!
+//! systemd 252 cannot express two things reef does, and the export says so: a growing restart
+//! delay (units restart after a flat `RestartSec=`), and waiting for a dependency to be ready
+//! (`depends_on` becomes `After=`/`Wants=`, start order only).
 //!
 //! Quoting follows systemd.syntax(7): `Environment=` assignments and `ExecStart=` words are
 //! double-quoted with C escapes, `%` doubled (specifiers) and, in `ExecStart=`, `$` doubled
 //! (variables). Other settings cannot be quoted: a control character there, whitespace at an
 //! end or a trailing backslash (a line continuation) is refused, never written.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::{
-    Export, ExportError, File, Format, Options, Problem, argv_field, check_chars, check_env,
-    env_field, host_launch, is_identifier, one_line,
+    Export, ExportError, File, Format, Options, PRIVATE, Problem, SecretFile, argv_field,
+    check_chars, check_env, env_field, host_launch, is_identifier, one_line, openclaw, secrets,
 };
-use crate::topology::{Instance, RestartPolicy};
+use crate::topology::{Backoff, Instance, RestartPolicy, Runtime};
 
 /// The first line of every unit reef writes.
 const MARKER: &str = "# Written by reef";
@@ -113,7 +119,8 @@ fn exec_line(
     Ok(words.join(" "))
 }
 
-fn restart(policy: RestartPolicy) -> &'static str {
+/// systemd's word for a restart policy.
+pub(crate) fn restart(policy: RestartPolicy) -> &'static str {
     match policy {
         RestartPolicy::Always => "always",
         RestartPolicy::OnFailure => "on-failure",
@@ -121,7 +128,10 @@ fn restart(policy: RestartPolicy) -> &'static str {
     }
 }
 
-/// One unit per instance, named as OpenClaw names its own (`openclaw-gateway-PROFILE.service`).
+/// One unit per instance, named as OpenClaw names its own (`openclaw-gateway-PROFILE.service`):
+/// for runtime openclaw the unit OpenClaw's installer writes ([`openclaw_unit`]), for the others
+/// reef's own ([`reef_unit`]). Secrets go to the instance's env file, `gateway.systemd.env` in
+/// its state dir (where OpenClaw's installer keeps its own), referenced by `EnvironmentFile=`.
 pub fn per_instance(
     instances: &[&Instance],
     options: &Options,
@@ -135,24 +145,148 @@ pub fn per_instance(
                 one_line(&env_field(key))
             ));
         }
-        export.files.push(File {
-            name: instance.systemd_unit.clone(),
-            content: unit(instance, instances, options)?,
-        });
+        let dependencies = dependency_units(instance, instances);
+        if !dependencies.is_empty() {
+            let name = one_line(&instance.name);
+            let one = dependencies.len() == 1;
+            export.warnings.push(format!(
+                "`{name}`: depends_on {} becomes After=/Wants= {}: systemd starts `{name}` as soon as {} started, \
+                 not once {} ready (healthy) as `reef up` does",
+                one_line(&instance.depends_on.join(", ")),
+                dependencies.join(" "),
+                if one { "that unit has" } else { "those units have" },
+                if one { "its gateway is" } else { "their gateways are" },
+            ));
+        }
+        let secrets = env_file(instance, &host_launch(instance, options).env)?;
+        let content = match instance.runtime {
+            Runtime::Openclaw => openclaw_unit(
+                instance,
+                &dependencies,
+                secrets.as_ref(),
+                options,
+                &mut export.warnings,
+            )?,
+            Runtime::Builtin | Runtime::Command => {
+                reef_unit(instance, &dependencies, secrets.as_ref(), options)?
+            }
+        };
+        export
+            .files
+            .push(File::new(instance.systemd_unit.clone(), content, PRIVATE));
+        export.secret_files.extend(secrets);
+    }
+    if instances
+        .iter()
+        .any(|i| i.restart.policy != RestartPolicy::Never)
+    {
+        export.warnings.push(
+            "systemd 252 has no growing restart delay (RestartSteps= needs systemd 254): the units restart \
+             after a flat RestartSec=, so reef's backoff (doubling from restart.backoff.initial up to \
+             restart.backoff.max) is not expressed"
+                .to_owned(),
+        );
     }
     Ok(())
 }
 
-fn unit(instance: &Instance, all: &[&Instance], options: &Options) -> Result<String, ExportError> {
+/// The units of the instance's dependencies among those exported.
+fn dependency_units(instance: &Instance, all: &[&Instance]) -> Vec<String> {
+    instance
+        .depends_on
+        .iter()
+        .filter_map(|name| all.iter().find(|i| &i.name == name))
+        .map(|i| i.systemd_unit.clone())
+        .collect()
+}
+
+/// The instance's env file for the secrets of `env`, if it has any: `gateway.systemd.env` in
+/// its state dir, 0600.
+fn env_file(
+    instance: &Instance,
+    env: &BTreeMap<String, String>,
+) -> Result<Option<SecretFile>, ExportError> {
+    let (_, secrets) = secrets::split(env);
+    if secrets.is_empty() {
+        return Ok(None);
+    }
+    let path = instance.state_dir.join(openclaw::SYSTEMD_ENV_FILE);
+    let comment = [
+        format!(
+            "Written by reef: the secret variables of gateway `{}` ({}).",
+            instance.name,
+            secrets::fields(&secrets)
+        ),
+        format!(
+            "Its unit {} reads this file ({}); keep it private (0600).",
+            instance.systemd_unit,
+            path.display()
+        ),
+    ];
+    Ok(Some(SecretFile {
+        name: format!(
+            "{}.env",
+            instance
+                .systemd_unit
+                .strip_suffix(".service")
+                .unwrap_or(&instance.systemd_unit)
+        ),
+        host_path: Some(path),
+        content: secrets::systemd_env_file(instance, &secrets, &comment)?,
+        printed: secrets::systemd_env_file(instance, &secrets::redacted(&secrets), &comment)?,
+        keys: secrets.keys().cloned().collect(),
+    }))
+}
+
+/// `EnvironmentFile=` for the instance's env file: optional (`-`), the path's glob characters
+/// escaped and specifiers doubled, exactly as OpenClaw's installer writes it (its audit
+/// compares the line).
+fn environment_file(instance: &Instance, file: &SecretFile) -> Result<String, ExportError> {
+    let path = file
+        .host_path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    check_unquoted(&path, |problem| {
+        ExportError::new(Format::Systemd, Some(instance), "state_dir", &path, problem)
+    })?;
+    let mut escaped = String::with_capacity(path.len());
+    for c in path.chars() {
+        if matches!(c, '?' | '*' | '(' | ')' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    Ok(format!("EnvironmentFile=-{}", escaped.replace('%', "%%")))
+}
+
+/// The lines every unit starts with: reef's marker (what `reef install` overwrites) and advice.
+fn heading(instance: &Instance, options: &Options, what: &str) -> String {
+    format!(
+        "{MARKER} from {}; instance `{}`{what}.\n\
+         # Change the topology and run `reef install` again rather than editing this file.\n",
+        one_line(&options.script.display().to_string()),
+        one_line(&instance.name)
+    )
+}
+
+/// reef's own unit (runtime builtin or command): the launch `reef up` runs, its working
+/// directory, the topology's restart and stop policies.
+fn reef_unit(
+    instance: &Instance,
+    dependencies: &[String],
+    secrets: Option<&SecretFile>,
+    options: &Options,
+) -> Result<String, ExportError> {
     let refuse = |field: String, value: &str, problem| {
         ExportError::new(Format::Systemd, Some(instance), field, value, problem)
     };
-    let mut unit = String::new();
     let launch = host_launch(instance, options);
     let exec = exec_line(&launch.argv, |index, word, problem| {
         refuse(argv_field(instance, &launch.argv, index), word, problem)
     })?;
-    check_env(Format::Systemd, instance, &launch.env, |_| true)?;
+    let (plain, _) = secrets::split(&launch.env);
+    check_env(Format::Systemd, instance, &plain, |_| true)?;
     check_chars(
         &instance.name,
         |c| !c.is_control(),
@@ -160,22 +294,8 @@ fn unit(instance: &Instance, all: &[&Instance], options: &Options) -> Result<Str
     )?;
     let cwd = launch.cwd.display().to_string();
     check_unquoted(&cwd, |problem| refuse("state_dir".into(), &cwd, problem))?;
-    let dependencies: Vec<&str> = instance
-        .depends_on
-        .iter()
-        .filter_map(|name| all.iter().find(|i| &i.name == name))
-        .map(|i| i.systemd_unit.as_str())
-        .collect();
-    let _ = writeln!(
-        unit,
-        "{MARKER} from {}; instance `{}`.",
-        one_line(&options.script.display().to_string()),
-        one_line(&instance.name)
-    );
-    let _ = writeln!(
-        unit,
-        "# Change the topology and run `reef install` again rather than editing this file."
-    );
+    let ordered: String = dependencies.iter().map(|d| format!(" {d}")).collect();
+    let mut unit = heading(instance, options, "");
     let _ = writeln!(unit, "[Unit]");
     let _ = writeln!(
         unit,
@@ -184,27 +304,16 @@ fn unit(instance: &Instance, all: &[&Instance], options: &Options) -> Result<Str
         instance.profile,
         instance.port
     );
-    let _ = writeln!(
-        unit,
-        "After=network-online.target{}",
-        dependencies
-            .iter()
-            .map(|d| format!(" {d}"))
-            .collect::<String>()
-    );
-    let _ = writeln!(
-        unit,
-        "Wants=network-online.target{}",
-        dependencies
-            .iter()
-            .map(|d| format!(" {d}"))
-            .collect::<String>()
-    );
+    let _ = writeln!(unit, "After=network-online.target{ordered}");
+    let _ = writeln!(unit, "Wants=network-online.target{ordered}");
     let _ = writeln!(unit);
     let _ = writeln!(unit, "[Service]");
     let _ = writeln!(unit, "Type=simple");
     let _ = writeln!(unit, "ExecStart={exec}");
-    for (key, value) in &launch.env {
+    if let Some(file) = secrets {
+        let _ = writeln!(unit, "{}", environment_file(instance, file)?);
+    }
+    for (key, value) in &plain {
         let _ = writeln!(unit, "{}", environment(key, value));
     }
     // `-`: a state dir that does not exist yet is no error; the gateway creates it.
@@ -223,6 +332,107 @@ fn unit(instance: &Instance, all: &[&Instance], options: &Options) -> Result<Str
     let _ = writeln!(unit, "KillMode=mixed");
     let _ = writeln!(unit, "KillSignal={}", instance.stop.signal);
     let _ = writeln!(unit, "TimeoutStopSec={}", instance.stop.timeout);
+    let _ = writeln!(unit);
+    let _ = writeln!(unit, "[Install]");
+    let _ = writeln!(unit, "WantedBy=default.target");
+    Ok(unit)
+}
+
+/// An `Environment=` line as OpenClaw's installer writes it: the assignment bare when systemd
+/// reads it back unchanged, else quoted with C escapes; specifiers doubled either way.
+fn openclaw_environment(key: &str, value: &str) -> String {
+    let assignment = format!("{key}={value}").replace('%', "%%");
+    let bare = !assignment
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\\' | '\''));
+    if bare {
+        format!("Environment={assignment}")
+    } else {
+        format!("Environment={}", quoted(&assignment))
+    }
+}
+
+/// The unit `openclaw gateway install` writes for the instance's profile (OpenClaw 2026.9.6,
+/// `systemd-unit.ts`): its fixed policy in its order, Node on the package's entry, the
+/// installer's environment plus the launch's own variables, no working directory. Where the
+/// topology sets a restart policy, backoff, stop timeout or signal of its own, the unit carries
+/// the topology's value and a warning says so.
+fn openclaw_unit(
+    instance: &Instance,
+    dependencies: &[String],
+    secrets: Option<&SecretFile>,
+    options: &Options,
+    warnings: &mut Vec<String>,
+) -> Result<String, ExportError> {
+    let refuse = |field: String, value: &str, problem| {
+        ExportError::new(Format::Systemd, Some(instance), field, value, problem)
+    };
+    let launch = host_launch(instance, options);
+    let (program, program_len) = openclaw::program_words(instance, &launch.argv, options, warnings);
+    let argv: Vec<String> = program
+        .iter()
+        .chain(&launch.argv[program_len..])
+        .cloned()
+        .collect();
+    let words = program.len();
+    let exec = exec_line(&argv, |index, word, problem| {
+        let field = if index < words && words != program_len {
+            "the OpenClaw installation's path".to_owned()
+        } else {
+            argv_field(instance, &launch.argv, index + program_len - words)
+        };
+        refuse(field, word, problem)
+    })?;
+    let env: Vec<(String, String)> =
+        openclaw::environment(instance, &launch.env, options, openclaw::Manager::Systemd)
+            .into_iter()
+            .filter(|(key, _)| !secrets::is_secret(key))
+            .collect();
+    let plain: BTreeMap<String, String> = env.iter().cloned().collect();
+    check_env(Format::Systemd, instance, &plain, |_| true)?;
+    openclaw::differences(instance, openclaw::Manager::Systemd, warnings);
+
+    let ordered: String = dependencies.iter().map(|d| format!(" {d}")).collect();
+    let restart_sec = if instance.restart.backoff == Backoff::default() {
+        openclaw::RESTART_SEC
+    } else {
+        instance.restart.backoff.initial.max(0.1)
+    };
+    let mut unit = heading(
+        instance,
+        options,
+        ": the unit `openclaw gateway install` writes for its profile",
+    );
+    let _ = writeln!(unit, "[Unit]");
+    let _ = writeln!(
+        unit,
+        "Description={}",
+        openclaw::description(&instance.profile).replace('%', "%%")
+    );
+    let _ = writeln!(unit, "After=network-online.target{ordered}");
+    let _ = writeln!(unit, "Wants=network-online.target{ordered}");
+    let _ = writeln!(unit, "StartLimitBurst=10");
+    let _ = writeln!(unit, "StartLimitIntervalSec=300");
+    let _ = writeln!(unit);
+    let _ = writeln!(unit, "[Service]");
+    let _ = writeln!(unit, "ExecStart={exec}");
+    let _ = writeln!(unit, "Restart={}", restart(instance.restart.policy));
+    let _ = writeln!(unit, "RestartSec={restart_sec}");
+    let _ = writeln!(unit, "RestartPreventExitStatus=78");
+    let _ = writeln!(unit, "TimeoutStopSec={}", instance.stop.timeout);
+    let _ = writeln!(unit, "TimeoutStartSec=30");
+    let _ = writeln!(unit, "SuccessExitStatus=0 143");
+    let _ = writeln!(unit, "OOMPolicy=continue");
+    let _ = writeln!(unit, "KillMode=mixed");
+    if instance.stop.signal != "SIGTERM" {
+        let _ = writeln!(unit, "KillSignal={}", instance.stop.signal);
+    }
+    if let Some(file) = secrets {
+        let _ = writeln!(unit, "{}", environment_file(instance, file)?);
+    }
+    for (key, value) in &env {
+        let _ = writeln!(unit, "{}", openclaw_environment(key, value));
+    }
     let _ = writeln!(unit);
     let _ = writeln!(unit, "[Install]");
     let _ = writeln!(unit, "WantedBy=default.target");
@@ -293,10 +503,11 @@ pub fn supervisor(options: &Options) -> Result<File, ExportError> {
     let _ = writeln!(unit);
     let _ = writeln!(unit, "[Install]");
     let _ = writeln!(unit, "WantedBy=default.target");
-    Ok(File {
-        name: supervisor_unit_name(&options.topology),
-        content: unit,
-    })
+    Ok(File::new(
+        supervisor_unit_name(&options.topology),
+        unit,
+        PRIVATE,
+    ))
 }
 
 #[cfg(test)]
