@@ -325,6 +325,18 @@ fn wait_status(
     }
 }
 
+/// Runs `reef ARGS SCRIPT` to completion and expects success.
+fn reef_ok(home: &Path, args: &[&str], script: &Path) -> std::process::Output {
+    let output = reef(home).args(args).arg(script).output().unwrap();
+    assert!(
+        output.status.success(),
+        "reef {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 fn instance_of<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["instances"]
         .as_array()
@@ -380,16 +392,7 @@ fn real_openclaw_config_is_never_overridden_and_follows_a_moved_port() {
     )
     .unwrap();
     // `moved`: what `reef setup` lays out (OpenClaw's baseline, then port, mode and token).
-    let setup = reef(home.path())
-        .arg("setup")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        setup.status.success(),
-        "reef setup: {}",
-        String::from_utf8_lossy(&setup.stderr)
-    );
+    let setup = reef_ok(home.path(), &["setup"], &script);
     let said = String::from_utf8_lossy(&setup.stdout);
     assert!(
         said.contains("moved: ")
@@ -404,16 +407,7 @@ fn real_openclaw_config_is_never_overridden_and_follows_a_moved_port() {
             .is_file(),
         "openclaw setup --baseline laid out the workspace"
     );
-    let check = reef(home.path())
-        .arg("check")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "reef check after setup: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    reef_ok(home.path(), &["check"], &script);
 
     let mut up = Running(start_up(home.path(), &script, "reef-up.log"));
     let ready = wait_status(
@@ -516,16 +510,7 @@ fn real_openclaw_restart_loop_breaker_shows_as_degraded() {
         ),
     )
     .unwrap();
-    let setup = reef(home.path())
-        .arg("setup")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        setup.status.success(),
-        "{}",
-        String::from_utf8_lossy(&setup.stderr)
-    );
+    reef_ok(home.path(), &["setup"], &script);
     let mut up = Running(start_up(home.path(), &script, "reef-up.log"));
     // Three unclean boots (kill -9 once ready): the fourth trips the gateway's breaker.
     let mut last_pid = 0;
