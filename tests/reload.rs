@@ -1005,3 +1005,31 @@ fn check_knows_the_topology_is_running() {
     assert_eq!(json["running"], 2, "{run}");
     up.stop();
 }
+
+#[test]
+fn a_reload_that_changes_nothing_keeps_the_generation() {
+    let [a, b] = claim::<2>();
+    let text = script(&[gateway("a", a.base, "")]);
+    let sandbox = Sandbox::new(&text);
+    let mut up = sandbox.up();
+    let before = up.wait_all_ready();
+    let old = pid(&before, "a");
+    let run = sandbox.run(&["reload", sandbox.script()]);
+    assert_eq!(run.code, 0, "{run}");
+    // A comment changes no gateway either.
+    sandbox.edit_script(&format!("{text}-- a comment\n"));
+    let status = up.wait_until("the edit to be evaluated", |status| {
+        evaluations(status) >= 2
+    });
+    assert_eq!(generation(&status), 1, "{status:#}");
+    assert_eq!(pid(&status, "a"), old, "{status:#}");
+    // A real change still applies.
+    sandbox.edit_script(&script(&[
+        gateway("a", a.base, ""),
+        gateway("b", b.base, ""),
+    ]));
+    up.wait_until("b to start in generation 2", |status| {
+        generation(status) == 2 && state(status, "b") == "ready"
+    });
+    up.stop();
+}

@@ -191,6 +191,8 @@ pub struct Parts {
     pub hook_status: watch::Receiver<automation::HookHostStatus>,
     pub watcher: ScriptWatcher,
     pub file_changes: mpsc::Receiver<()>,
+    /// The sources the hook host runs (none without hooks or timers).
+    pub hook_sources: Option<crate::lua::Sources>,
 }
 
 /// The owner's state.
@@ -204,6 +206,9 @@ pub struct Owner {
     view: watch::Sender<Arc<View>>,
     requests: mpsc::Receiver<Request>,
     down: Vec<DownReply>,
+    /// What the hook host runs now: a reload that changes neither it nor a gateway changes
+    /// nothing.
+    hook_sources: Option<crate::lua::Sources>,
 }
 
 type Evaluated = crate::evaluator::Outcome;
@@ -224,7 +229,9 @@ impl Owner {
             handles: parts.members.iter().map(|m| m.handle.clone()).collect(),
         };
         let (view_tx, view_rx) = watch::channel(Arc::new(view));
+        let hook_sources = parts.hook_sources.clone();
         let owner = Owner {
+            hook_sources,
             parts,
             started_at: now,
             generation: 1,
@@ -466,11 +473,24 @@ impl Owner {
             }
             return None;
         }
+        let hook_sources = (hooks + timers > 0).then(|| sources.unwrap_or_default());
+        if diff.is_empty() && hook_sources == self.hook_sources {
+            // Nothing to apply: the generation stays, and a failed reload before is over.
+            tracing::info!("reloaded {}: nothing changed", script.display());
+            if self.reload_error.take().is_some() {
+                self.publish();
+            }
+            if let Some(reply) = job.reply {
+                let _ = reply.send(Ok(names));
+            }
+            return None;
+        }
         tracing::info!("reloading {}: {}", script.display(), diff.summary());
+        self.hook_sources = hook_sources.clone();
         // The new script's hooks take over; the reload event is theirs to see.
-        let hooks_script = (hooks + timers > 0).then(|| automation::Script {
+        let hooks_script = hook_sources.map(|sources| automation::Script {
             path: script.to_path_buf(),
-            sources: sources.unwrap_or_default(),
+            sources,
             hooks,
             timers,
         });

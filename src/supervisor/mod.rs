@@ -303,6 +303,7 @@ pub async fn run(
         hook_status: hook_status_rx,
         watcher,
         file_changes: debounced,
+        hook_sources: hooks_script.as_ref().map(|script| script.sources.clone()),
     });
 
     let forwarder = tokio::spawn(forward_to_hooks(colony.events(), hooks.clone()));
