@@ -217,6 +217,10 @@ pub struct UpArgs {
         env = "REEF_DEBOUNCE_MS"
     )]
     pub debounce_ms: u64,
+
+    /// Do not reload when the script's files change; `reef reload` and SIGHUP still do.
+    #[arg(long)]
+    pub no_watch: bool,
 }
 
 #[derive(Debug, Args)]

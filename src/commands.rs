@@ -441,6 +441,7 @@ fn setup(args: SetupArgs) -> Result<Exit> {
 fn up(args: UpArgs) -> Result<Exit> {
     let options = crate::supervisor::UpOptions {
         debounce: std::time::Duration::from_millis(args.debounce_ms),
+        watch: !args.no_watch,
     };
     let args = args.script;
     Host::from_process().map_err(|err| anyhow::anyhow!(err))?;

@@ -23,6 +23,8 @@ pub struct ScriptWatcher {
     watcher: RecommendedWatcher,
     files: Arc<RwLock<BTreeSet<PathBuf>>>,
     dirs: BTreeSet<PathBuf>,
+    /// `reef up --no-watch`: nothing is watched; reloads come from `reef reload` and SIGHUP.
+    paused: bool,
 }
 
 impl ScriptWatcher {
@@ -49,11 +51,22 @@ impl ScriptWatcher {
             watcher,
             files,
             dirs: BTreeSet::new(),
+            paused: false,
         })
+    }
+
+    /// A watcher that watches nothing (`reef up --no-watch`).
+    pub fn paused(changed: mpsc::Sender<()>) -> Result<ScriptWatcher> {
+        let mut watcher = ScriptWatcher::new(changed)?;
+        watcher.paused = true;
+        Ok(watcher)
     }
 
     /// Makes `files` the watch set (absolute paths), watching their directories.
     pub fn watch(&mut self, files: &[PathBuf]) -> Result<()> {
+        if self.paused {
+            return Ok(());
+        }
         let dirs: BTreeSet<PathBuf> = files
             .iter()
             .filter_map(|f| f.parent().map(PathBuf::from))

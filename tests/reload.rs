@@ -1033,3 +1033,33 @@ fn a_reload_that_changes_nothing_keeps_the_generation() {
     });
     up.stop();
 }
+
+#[test]
+fn with_no_watch_a_save_waits_for_reef_reload() {
+    let [a, a2] = claim::<2>();
+    let sandbox = Sandbox::new(&script(&[gateway("a", a.base, "")]));
+    let mut up = sandbox.up_with(&["--no-watch"]);
+    let before = up.wait_all_ready();
+    let old = pid(&before, "a");
+    sandbox.edit_script(&script(&[gateway("a", a2.base, "")]));
+    // The save is not applied: `reef diff` still has it to do.
+    let diff = sandbox.run(&["diff", sandbox.script()]);
+    assert_eq!(diff.code, 0, "{diff}");
+    assert!(
+        diff.stdout.contains("restart") && diff.stdout.contains('a'),
+        "{diff}"
+    );
+    // Ten debounce periods later, still nothing was applied.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(750);
+    while std::time::Instant::now() < deadline {
+        let status = up.status();
+        assert_eq!(generation(&status), 1, "{status:#}");
+        assert_eq!(pid(&status, "a"), old, "{status:#}");
+    }
+    let run = sandbox.run(&["reload", sandbox.script()]);
+    assert_eq!(run.code, 0, "{run}");
+    up.wait_until("a on its new port", |status| {
+        generation(status) == 2 && restarted_on(status, "a", old, a2.base)
+    });
+    up.stop();
+}

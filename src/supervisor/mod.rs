@@ -142,6 +142,8 @@ pub fn stop_order<'a>(
 pub struct UpOptions {
     /// Quiet time after the last file event before a reload.
     pub debounce: Duration,
+    /// Reload when the script's files change (`--no-watch` turns it off).
+    pub watch: bool,
 }
 
 /// SIGINT and SIGTERM, counted: the first stops everything, the second hurries, the third
@@ -285,7 +287,11 @@ pub async fn run(
         ..automation::HookHostStatus::default()
     });
     let (file_events, raw_events) = mpsc::channel(1);
-    let mut watcher = ScriptWatcher::new(file_events)?;
+    let mut watcher = if options.watch {
+        ScriptWatcher::new(file_events)?
+    } else {
+        ScriptWatcher::paused(file_events)?
+    };
     watcher.watch(&plan.topology.files)?;
     let (debounced_tx, debounced) = mpsc::channel(1);
     let debouncer = tokio::spawn(crate::watch::debounce(
