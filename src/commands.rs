@@ -25,6 +25,8 @@ pub enum Exit {
     ScriptError,
     /// Anything else went wrong (the message says what).
     Failure,
+    /// `reef status`: no reef runs the topology (gateways it left may still serve).
+    NotRunning,
     /// The command line was wrong.
     Usage,
     /// `reef gateway`'s own codes: 1 port in use, 78 configuration error.
@@ -38,6 +40,7 @@ impl Exit {
             Exit::Violations => 1,
             Exit::ScriptError => 2,
             Exit::Failure => 3,
+            Exit::NotRunning => 4,
             Exit::Usage => 64,
             Exit::Gateway(code) => code,
         }
@@ -540,7 +543,20 @@ fn status(args: StatusArgs) -> Result<Exit> {
     let script = &args.script.script;
     let clear = args.watch && std::io::stdout().is_terminal();
     loop {
-        let response = ask(script, &Request::Status)?;
+        let dirs = dirs_of(script)?;
+        let response = match control::request(&dirs.running_socket(), &Request::Status) {
+            Ok(response) if response.ok => response,
+            Ok(response) => anyhow::bail!(
+                "{}",
+                response
+                    .message
+                    .unwrap_or_else(|| "reef refused the request".into())
+            ),
+            Err(control::ClientError::NotRunning(_)) => {
+                return status_without_reef(script, &dirs, args.json);
+            }
+            Err(other) => return Err(anyhow::anyhow!(other)),
+        };
         let status = response.status.context("reef sent no status")?;
         if args.json {
             outln!("{}", serde_json::to_string_pretty(&status)?);
@@ -559,6 +575,67 @@ fn status(args: StatusArgs) -> Result<Exit> {
             outln!();
         }
     }
+}
+
+/// `reef status` with no reef running the topology: the gateways its ledger says are still
+/// serving (a reef killed hard leaves them running), and exit 4.
+fn status_without_reef(
+    script: &std::path::Path,
+    dirs: &crate::layout::TopologyDirs,
+    json: bool,
+) -> Result<Exit> {
+    let serving: Vec<crate::supervisor::ledger::Entry> =
+        crate::supervisor::ledger::read(&dirs.ledger)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(crate::supervisor::ledger::Entry::is_alive)
+            .collect();
+    if json {
+        let gateways: Vec<serde_json::Value> = serving
+            .iter()
+            .map(|entry| {
+                serde_json::json!({
+                    "name": entry.name,
+                    "pid": entry.pid,
+                    "started_at": entry.started_at,
+                    "ports": entry.ports,
+                    "log": entry.log,
+                })
+            })
+            .collect();
+        let json = serde_json::json!({
+            "format": render::JSON_FORMAT,
+            "script": script,
+            "running": false,
+            "serving": gateways,
+        });
+        outln!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(Exit::NotRunning);
+    }
+    let now = crate::supervisor::status::unix_now();
+    eprintln!(
+        "no reef is running {}; start it with `reef up {}`",
+        script.display(),
+        script.display()
+    );
+    if !serving.is_empty() {
+        outln!(
+            "{} gateway{} it started {} still serving; `reef up` adopts them, `reef down` stops them:",
+            serving.len(),
+            if serving.len() == 1 { "" } else { "s" },
+            if serving.len() == 1 { "is" } else { "are" }
+        );
+        for entry in &serving {
+            outln!(
+                "  {}  pid {}  up {}  port {}",
+                entry.name,
+                entry.pid.unwrap_or_default(),
+                render::duration_text(now - entry.started_at),
+                entry.ports.gateway
+            );
+        }
+    }
+    Ok(Exit::NotRunning)
 }
 
 fn control_verb(args: NameArgs, make: fn(String) -> Request) -> Result<Exit> {

@@ -27,6 +27,7 @@ use common::*;
 const EXIT_VIOLATIONS: i32 = 1;
 const EXIT_SCRIPT_ERROR: i32 = 2;
 const EXIT_FAILURE: i32 = 3;
+const EXIT_NOT_RUNNING: i32 = 4;
 
 /// This binary's base ports: 20000..32000 (below Linux's ephemeral range) in steps of 200, which
 /// hold one footprint (111 ports) with room to spare. `tests/gateway.rs` shares the range; the
@@ -482,18 +483,50 @@ fn clients_say_when_no_reef_is_running() {
         depends_on: None,
         args: &[],
     }]));
-    for args in [
-        vec!["status", sandbox.script()],
-        vec!["status", "--json", sandbox.script()],
-        vec!["stop", "main", sandbox.script()],
+    for (args, code) in [
+        (vec!["status", sandbox.script()], EXIT_NOT_RUNNING),
+        (vec!["stop", "main", sandbox.script()], EXIT_FAILURE),
     ] {
         let run = sandbox.run(&args);
-        assert_eq!(run.code, EXIT_FAILURE, "reef {args:?}: {run}");
+        assert_eq!(run.code, code, "reef {args:?}: {run}");
         assert!(
             run.stderr.contains("no reef is running"),
             "reef {args:?}: {run}"
         );
     }
+    let run = sandbox.run(&["status", "--json", sandbox.script()]);
+    assert_eq!(run.code, EXIT_NOT_RUNNING, "{run}");
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["running"], false, "{run}");
+    assert_eq!(json["serving"], serde_json::json!([]), "{run}");
+}
+
+#[test]
+fn status_without_reef_shows_the_gateways_still_serving() {
+    let a = claim();
+    let sandbox = Sandbox::new(&topology(&[Gateway {
+        name: "main",
+        port: a.base,
+        depends_on: None,
+        args: &[],
+    }]));
+    let mut up = sandbox.up();
+    let status = up.wait_all_ready();
+    let gateway = pid(&status, "main");
+    up.proc.signal(Signal::SIGKILL);
+    up.proc.wait();
+    let run = sandbox.run(&["status", sandbox.script()]);
+    assert_eq!(run.code, EXIT_NOT_RUNNING, "{run}");
+    assert!(
+        run.stdout.contains("1 gateway it started is still serving")
+            && run.stdout.contains(&format!("main  pid {gateway}")),
+        "{run}"
+    );
+    let run = sandbox.run(&["status", "--json", sandbox.script()]);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["serving"][0]["pid"], gateway, "{run}");
+    let down = sandbox.run(&["down", sandbox.script()]);
+    assert_eq!(down.code, 0, "{down}");
 }
 
 // ---------------------------------------------------------------------------------------------
