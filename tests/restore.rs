@@ -34,8 +34,8 @@ use common::{
     port_is_free, restarts, row, state,
 };
 
-/// reef's exit code for "anything else failed".
-const EXIT_FAILURE: i32 = 3;
+/// reef status's exit code when no reef runs the topology.
+const EXIT_NOT_RUNNING: i32 = 4;
 /// What reef's status says of a gateway it took over, while it is not ready yet.
 const ADOPTED_NOTE: &str = "adopted from a previous reef";
 
@@ -932,7 +932,12 @@ fn down_with_a_running_reef_ends_it_and_every_gateway_adopted_or_not() {
     wait_ports_free(&rescue_ports);
     assert!(!sandbox.ledger_path().exists(), "the ledger is removed");
     let status = sandbox.run(&["status", "--json", sandbox.script()]);
-    assert_eq!(status.code, EXIT_FAILURE, "no reef runs any more: {status}");
+    assert_eq!(
+        status.code, EXIT_NOT_RUNNING,
+        "no reef runs any more: {status}"
+    );
+    let json: Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(json["serving"], serde_json::json!([]), "{status}");
 }
 
 #[test]
