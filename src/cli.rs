@@ -60,7 +60,7 @@ pub enum Command {
     Reload(ScriptArg),
     /// What reloading the script would start, stop, restart or update live, without doing it.
     Diff(DiffArgs),
-    /// Show an instance's captured output.
+    /// Show an instance's captured output, or every gateway's, each line prefixed with its name.
     Logs(LogsArgs),
     /// Install services: a systemd user unit (or launchd agent) per instance, or one unit that
     /// runs `reef up`.
@@ -178,8 +178,9 @@ pub struct NameArgs {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// The instance's name.
-    pub name: String,
+    /// The instance's name; none: every gateway's, each line prefixed with its name. A first
+    /// argument that ends in `.lua` or holds a `/` is the script, not a name.
+    pub name: Option<String>,
 
     #[command(flatten)]
     pub script: ScriptArg,

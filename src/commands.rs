@@ -649,20 +649,48 @@ fn control_verb(args: NameArgs, make: fn(String) -> Request) -> Result<Exit> {
 }
 
 fn logs(args: LogsArgs) -> Result<Exit> {
-    let plan = match load(&args.script.script, false)? {
+    // `reef logs rescue.lua`: the one argument is the script, never taken for a name.
+    let (name, script) = match args.name {
+        Some(name) if name.ends_with(".lua") || name.contains('/') => {
+            (None, std::path::PathBuf::from(name))
+        }
+        name => (name, args.script.script),
+    };
+    let plan = match load(&script, false)? {
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),
     };
-    if plan.topology.instance(&args.name).is_none() {
+    let dirs = dirs_of(&script)?;
+    let Some(name) = name else {
+        let sources: Vec<crate::logview::Source> = plan
+            .topology
+            .instances
+            .iter()
+            .map(|instance| crate::logview::Source {
+                name: instance.name.clone(),
+                log: dirs.log(&instance.name),
+            })
+            .collect();
+        let colour = Style::for_stdout().is_coloured();
+        let prefixer = crate::logview::Prefixer::new(&sources, colour);
+        let mut stdout = std::io::stdout().lock();
+        crate::logview::history(&sources, args.lines, &prefixer, &mut stdout)
+            .map_err(stdout_error)?;
+        if args.follow {
+            crate::logview::follow(&sources, &prefixer, &mut stdout).map_err(stdout_error)?;
+        }
+        return Ok(Exit::Success);
+    };
+    if plan.topology.instance(&name).is_none() {
         let names = plan.topology.instances.iter().map(|i| i.name.as_str());
-        anyhow::bail!("{}", crate::suggest::no_such_instance(&args.name, names));
+        anyhow::bail!("{}", crate::suggest::no_such_instance(&name, names));
     }
-    let log = dirs_of(&args.script.script)?.log(&args.name);
+    let log = dirs.log(&name);
     let text = crate::supervisor::logs::tail(&log, args.lines).map_err(|err| {
         if err.kind() == std::io::ErrorKind::NotFound {
             anyhow::anyhow!(
                 "`{}` has no log yet ({} does not exist); has it been started with `reef up`?",
-                args.name,
+                name,
                 log.display()
             )
         } else {

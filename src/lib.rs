@@ -30,6 +30,7 @@
 //! - [`export`]: the plan as systemd units, launchd agents, Compose, Kubernetes, Nomad: pure
 //!   generation; `export::write` writes the files, and `export::openclaw` finds the Node and
 //!   OpenClaw package a runtime-openclaw unit runs, as OpenClaw's own installer does.
+//! - [`logview`]: `reef logs` over every gateway: prefixed, interleaved lines.
 //! - [`progress`]: `reef up`'s live line on a terminal, with logs written around it.
 //! - [`host`]: processes on this host (Linux via procfs and rustix): identity by start time,
 //!   marker variables, pidfd signals and exit watching, subreaping and sweeping orphans.
@@ -53,6 +54,7 @@ pub mod hookhost;
 pub mod host;
 pub mod hostports;
 pub mod layout;
+pub mod logview;
 pub mod lua;
 pub mod plan;
 pub mod ports;

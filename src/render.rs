@@ -35,6 +35,11 @@ impl Style {
         Style::detect(std::io::stdout().is_terminal())
     }
 
+    /// Whether this style paints (a terminal, no `NO_COLOR`).
+    pub fn is_coloured(&self) -> bool {
+        self.color
+    }
+
     fn detect(terminal: bool) -> Style {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         Style {

@@ -47,17 +47,26 @@ fn reef(home: &Path) -> Command {
     command
 }
 
-/// Two base ports 1000 apart whose gateway and browser-control ports are free.
-fn free_bases() -> (u16, u16) {
+/// Two base ports 1000 apart whose gateway and browser-control ports are free, in the test's own
+/// `slot` (the tests of this file may run at once: each searches its own 3000 ports).
+fn free_bases(slot: u16) -> (u16, u16) {
     let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
-    let offset = (std::process::id() % 40) as u16 * 200;
-    (21000..30000)
+    let start = 21000 + slot * 3000;
+    (start..start + 1800)
         .step_by(200)
-        .map(|base| base + offset % 2000)
         .find(|&base| {
-            [base, base + 2, base + 1000, base + 1002]
-                .into_iter()
-                .all(free)
+            [
+                base,
+                base + 2,
+                base + 500,
+                base + 502,
+                base + 1000,
+                base + 1002,
+                base + 1500,
+                base + 1502,
+            ]
+            .into_iter()
+            .all(free)
         })
         .map(|base| (base, base + 1000))
         .expect("two free footprints")
@@ -132,7 +141,7 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
 fn real_openclaw_main_and_rescue_run_under_reef() {
     let openclaw = openclaw_bin();
     let home = tempfile::tempdir().unwrap();
-    let (main_port, rescue_port) = free_bases();
+    let (main_port, rescue_port) = free_bases(0);
     let script = home.path().join("reef.lua");
     std::fs::write(
         &script,
@@ -363,7 +372,7 @@ fn openclaw_cli(openclaw: &Path, home: &Path, args: &[&str]) -> std::process::Ou
 fn real_openclaw_config_is_never_overridden_and_follows_a_moved_port() {
     let openclaw = openclaw_bin();
     let home = tempfile::tempdir().unwrap();
-    let (bound_port, moved_port) = free_bases();
+    let (bound_port, moved_port) = free_bases(1);
     let new_port = moved_port + 500;
     let script = home.path().join("reef.lua");
     let topology = |moved: u16| {
@@ -497,7 +506,7 @@ fn real_openclaw_config_is_never_overridden_and_follows_a_moved_port() {
 fn real_openclaw_restart_loop_breaker_shows_as_degraded() {
     let openclaw = openclaw_bin();
     let home = tempfile::tempdir().unwrap();
-    let (port, _) = free_bases();
+    let (port, _) = free_bases(2);
     let script = home.path().join("reef.lua");
     std::fs::write(
         &script,

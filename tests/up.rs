@@ -472,6 +472,68 @@ fn logs_follow_prints_what_a_restarted_gateway_writes() {
     assert_eq!(up.stop_with(Signal::SIGTERM), 0, "{}", up.proc.output());
 }
 
+#[test]
+fn logs_without_a_name_interleave_every_gateway_prefixed() {
+    let (main, rescue) = (claim(), claim());
+    let sandbox = Sandbox::pair(&main, &rescue, &[]);
+    let mut up = sandbox.up();
+    let ready = up.wait_all_ready();
+    let first = pid(&ready, "main");
+
+    // The script alone: never taken for an instance's name.
+    let logs = sandbox.run(&["logs", sandbox.script(), "-n", "1"]);
+    assert_eq!(logs.code, 0, "{logs}");
+    let lines: Vec<&str> = logs.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{logs}");
+    assert!(
+        lines[0].starts_with("main   | ") && lines[0].contains("listening on"),
+        "{logs}"
+    );
+    assert!(
+        lines[1].starts_with("rescue | ") && lines[1].contains("listening on"),
+        "{logs}"
+    );
+
+    let follow = Proc::spawn(
+        sandbox.command(&["logs", sandbox.script(), "-f", "-n", "1"]),
+        &sandbox.outputs,
+        "reef logs -f",
+    );
+    // The last lines first; following starts right after they are printed.
+    let deadline = Instant::now() + DEADLINE;
+    while follow.stdout().lines().count() < 2 {
+        assert!(Instant::now() < deadline, "no tail{}", follow.output());
+        std::thread::sleep(POLL);
+    }
+    let restart = sandbox.run(&["restart", "main", sandbox.script()]);
+    assert_eq!(restart.code, 0, "{restart}");
+    up.wait_until("main to be ready with a new pid", |status| {
+        state(status, "main") == "ready" && pid(status, "main") != first
+    });
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let out = follow.stdout();
+        let marked = out
+            .lines()
+            .any(|line| line.starts_with("main   | --- reef: starting"));
+        // The built-in gateway's lines carry no time: they get the one reef read them at.
+        let timed = out.lines().any(|line| {
+            line.starts_with("main   | ") && line.contains("~ reef gateway: listening on")
+        });
+        if marked && timed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`reef logs -f` did not print main's restart{}",
+            follow.output()
+        );
+        std::thread::sleep(POLL);
+    }
+    drop(follow);
+    assert_eq!(up.stop_with(Signal::SIGTERM), 0, "{}", up.proc.output());
+}
+
 // ---------------------------------------------------------------------------------------------
 // 8. Clients without a reef.
 

@@ -443,7 +443,7 @@ fn prepare(
             stdout,
             "--- reef: starting {} at {} ---",
             shlex::try_join(launch.argv.iter().map(String::as_str)).unwrap_or_default(),
-            format_args!("{:.3}", unix_now())
+            crate::logview::local_datetime()
         );
     }
     let log_start = stdout.metadata().map(|meta| meta.len()).unwrap_or(0);
