@@ -62,6 +62,9 @@ pub enum Command {
     Diff(DiffArgs),
     /// Show an instance's captured output, or every gateway's, each line prefixed with its name.
     Logs(LogsArgs),
+    /// Stream what happens in the running topology from now on (spawned, ready, unhealthy,
+    /// exited, blocked, backoff, stopped, adopted, degraded, reloads), one line each.
+    Events(EventsArgs),
     /// Install services: a systemd user unit (or launchd agent) per instance, or one unit that
     /// runs `reef up`.
     Install(InstallArgs),
@@ -81,6 +84,16 @@ pub enum Command {
     /// Internal: runs a script's hooks for a parent `reef up` (JSON lines both ways).
     #[command(name = "__hooks", hide = true)]
     Hooks,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub script: ScriptArg,
+
+    /// One JSON object a line: format, time, instance, kind and its fields, state, pid.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -125,6 +125,7 @@ fn dispatch(command: Command) -> Result<Exit> {
         Command::Install(args) => install(args),
         Command::Export(args) => export(args),
         Command::Completions(args) => completions(args),
+        Command::Events(args) => events(args),
         Command::Man => man(),
     }
 }
@@ -233,6 +234,53 @@ fn emit_bytes(bytes: &[u8]) -> Result<()> {
         .write_all(bytes)
         .and_then(|()| stdout.flush())
         .map_err(stdout_error)
+}
+
+fn events(args: crate::cli::EventsArgs) -> Result<Exit> {
+    let script = &args.script.script;
+    let dirs = dirs_of(script)?;
+    let mut failure = None;
+    let attached = || {
+        eprintln!(
+            "streaming the events of {} (Ctrl-C stops)",
+            script.display()
+        )
+    };
+    let streamed = control::events(&dirs.running_socket(), attached, |line| {
+        let text = if args.json {
+            format!("{line}\n")
+        } else {
+            match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(event) => render::event_text(&event),
+                Err(_) => format!("{line}\n"),
+            }
+        };
+        match emit_bytes(text.as_bytes()) {
+            Ok(()) => true,
+            Err(err) => {
+                failure = Some(err);
+                false
+            }
+        }
+    });
+    if let Some(err) = failure {
+        return Err(err);
+    }
+    match streamed {
+        Ok(()) => {
+            eprintln!("reef stopped; no more events");
+            Ok(Exit::Success)
+        }
+        Err(control::ClientError::NotRunning(_)) => {
+            eprintln!(
+                "no reef is running {}; start it with `reef up {}`",
+                script.display(),
+                script.display()
+            );
+            Ok(Exit::NotRunning)
+        }
+        Err(other) => Err(anyhow::anyhow!(other)),
+    }
 }
 
 fn completions(args: crate::cli::CompletionsArgs) -> Result<Exit> {

@@ -34,6 +34,9 @@ pub enum Request {
     Reload,
     /// Evaluate the script and tell what a reload would do, without doing it.
     Diff,
+    /// Stream every event from now on: an answer line, then one JSON line per event
+    /// ([`event_line`]) until the client goes away or reef stops.
+    Events,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,6 +150,10 @@ pub async fn serve(mut listener: UnixListener, socket: std::path::PathBuf, colon
                 return;
             }
             let (response, written) = match serde_json::from_str::<Request>(&line) {
+                Ok(Request::Events) => {
+                    stream_events(&colony, &mut write).await;
+                    return;
+                }
                 Ok(request) => answer(&colony, request).await,
                 Err(err) => (Response::error(format!("bad request: {err}")), None),
             };
@@ -161,6 +168,105 @@ pub async fn serve(mut listener: UnixListener, socket: std::path::PathBuf, colon
     }
 }
 
+/// One event as `reef events --json` prints it: `format`, `time`, `instance` (null for the
+/// topology's own events), `kind` and its fields, and the instance's `state` and `pid` after it.
+pub fn event_line(event: &crate::supervisor::events::Event) -> serde_json::Value {
+    let mut line = serde_json::Map::new();
+    line.insert("format".into(), crate::render::JSON_FORMAT.into());
+    line.insert("time".into(), event.time.into());
+    line.insert("instance".into(), event.instance().into());
+    if let Ok(serde_json::Value::Object(kind)) = serde_json::to_value(&event.kind) {
+        line.extend(kind);
+    }
+    if let Some(status) = &event.status {
+        line.insert(
+            "state".into(),
+            serde_json::to_value(status.state).unwrap_or_default(),
+        );
+        line.insert("pid".into(), status.pid.into());
+    }
+    serde_json::Value::Object(line)
+}
+
+/// Writes an answer, then every event as a JSON line, until the client or the bus goes away.
+/// Events are pushed: a client that waits costs the supervisor nothing between them.
+async fn stream_events(colony: &Colony, write: &mut tokio::net::unix::OwnedWriteHalf) {
+    let mut events = colony.events();
+    let mut answer = serde_json::to_string(&Response {
+        ok: true,
+        message: Some("streaming events".into()),
+        status: None,
+        diff: None,
+    })
+    .expect("responses serialize");
+    answer.push('\n');
+    if write.write_all(answer.as_bytes()).await.is_err() {
+        return;
+    }
+    loop {
+        let line = match events.recv().await {
+            Ok(event) => event_line(&event),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => serde_json::json!({
+                "format": crate::render::JSON_FORMAT,
+                "kind": "lagged",
+                "missed": missed,
+            }),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let mut text = line.to_string();
+        text.push('\n');
+        if write.write_all(text.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends [`Request::Events`], calls `attached` once reef streams, then `each` with every event
+/// line until reef stops (then `Ok`) or `each` says to stop (`false`).
+pub fn events(
+    socket: &Path,
+    attached: impl FnOnce(),
+    mut each: impl FnMut(&str) -> bool,
+) -> Result<(), ClientError> {
+    let io = |error: std::io::Error| ClientError::Io {
+        path: socket.display().to_string(),
+        error,
+    };
+    let mut stream = match std::os::unix::net::UnixStream::connect(socket) {
+        Ok(stream) => stream,
+        Err(err)
+            if matches!(
+                err.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(ClientError::NotRunning(socket.display().to_string()));
+        }
+        Err(err) => return Err(io(err)),
+    };
+    let mut text = serde_json::to_string(&Request::Events).expect("requests serialize");
+    text.push('\n');
+    stream.write_all(text.as_bytes()).map_err(io)?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).map_err(io)?;
+    let answer: Response = serde_json::from_str(&line)
+        .map_err(|err| ClientError::Protocol(format!("{err}: {line:?}")))?;
+    if !answer.ok {
+        return Err(ClientError::Protocol(answer.message.unwrap_or_default()));
+    }
+    attached();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).map_err(io)? == 0 {
+            return Ok(());
+        }
+        if !each(line.trim_end()) {
+            return Ok(());
+        }
+    }
+}
+
 /// The response, and for `reef down` a sender to fire once it is written.
 async fn answer(
     colony: &Colony,
@@ -168,6 +274,7 @@ async fn answer(
 ) -> (Response, Option<tokio::sync::oneshot::Sender<()>>) {
     let acted = match &request {
         Request::Status => Ok(None),
+        Request::Events => Err("events are streamed, not answered once".to_owned()),
         Request::Start { name } => {
             act(colony, name, |h| Box::pin(async move { h.start().await })).await
         }

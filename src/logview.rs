@@ -61,7 +61,12 @@ pub fn has_timestamp(line: &str) -> bool {
 
 /// The local time of day now, `HH:MM:SS`.
 pub fn local_clock() -> String {
-    local_tm(now_seconds())
+    clock_at(now_seconds())
+}
+
+/// The local time of day at `seconds` since the Unix epoch, `HH:MM:SS`.
+pub fn clock_at(seconds: libc::time_t) -> String {
+    local_tm(seconds)
         .map(|tm| format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec))
         .unwrap_or_else(|| "--:--:--".into())
 }

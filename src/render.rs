@@ -314,6 +314,32 @@ pub fn duration_text(seconds: f64) -> String {
     }
 }
 
+/// One event line of `reef events` for a terminal: local time, instance (or `reef` for the
+/// topology's own), kind, then the kind's fields as `key=value`.
+pub fn event_text(event: &serde_json::Value) -> String {
+    let time = event["time"].as_f64().unwrap_or_default();
+    let clock = crate::logview::clock_at(time as libc::time_t);
+    let who = event["instance"].as_str().unwrap_or("reef");
+    let kind = event["kind"].as_str().unwrap_or("?");
+    let fields: Vec<String> = event
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(key, value)| {
+            !["format", "time", "instance", "kind", "state", "pid"].contains(&key.as_str())
+                && !value.is_null()
+        })
+        .map(|(key, value)| match value {
+            serde_json::Value::String(text) => format!("{key}={text}"),
+            other => format!("{key}={other}"),
+        })
+        .collect();
+    format!("{clock} {who:<12} {kind:<14} {}\n", fields.join(" "))
+        .trim_end()
+        .to_owned()
+        + "\n"
+}
+
 /// The human table of `reef status`.
 pub fn status_table(status: &crate::supervisor::status::TopologyStatus, now: f64) -> String {
     let mut table = Table::new();

@@ -534,6 +534,76 @@ fn logs_without_a_name_interleave_every_gateway_prefixed() {
     assert_eq!(up.stop_with(Signal::SIGTERM), 0, "{}", up.proc.output());
 }
 
+#[test]
+fn events_stream_what_happens_from_the_moment_a_client_attaches() {
+    let (main, rescue) = (claim(), claim());
+    let sandbox = Sandbox::pair(&main, &rescue, &[]);
+    let mut up = sandbox.up();
+    let ready = up.wait_all_ready();
+    let first = pid(&ready, "main");
+    let json = Proc::spawn(
+        sandbox.command(&["events", "--json", sandbox.script()]),
+        &sandbox.outputs,
+        "reef events --json",
+    );
+    let text = Proc::spawn(
+        sandbox.command(&["events", sandbox.script()]),
+        &sandbox.outputs,
+        "reef events",
+    );
+    let deadline = Instant::now() + DEADLINE;
+    while !(json.stderr().contains("streaming the events") && text.stderr().contains("streaming")) {
+        assert!(
+            Instant::now() < deadline,
+            "not attached{}{}",
+            json.output(),
+            text.output()
+        );
+        std::thread::sleep(POLL);
+    }
+    let restart = sandbox.run(&["restart", "main", sandbox.script()]);
+    assert_eq!(restart.code, 0, "{restart}");
+    let deadline = Instant::now() + DEADLINE;
+    let lines = loop {
+        let lines: Vec<serde_json::Value> = json
+            .stdout()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("one JSON object a line"))
+            .collect();
+        if lines
+            .iter()
+            .any(|e| e["kind"] == "ready" && e["instance"] == "main")
+        {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "no ready event{}", json.output());
+        std::thread::sleep(POLL);
+    };
+    let kinds: Vec<&str> = lines
+        .iter()
+        .filter(|e| e["instance"] == "main")
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["stopped", "spawned", "ready"], "{lines:#?}");
+    assert!(
+        lines.iter().all(|e| e["format"] == 1 && e["time"].is_f64()),
+        "{lines:#?}"
+    );
+    let spawned = lines.iter().find(|e| e["kind"] == "spawned").unwrap();
+    assert_ne!(spawned["pid"], first);
+    let deadline = Instant::now() + DEADLINE;
+    while !text
+        .stdout()
+        .lines()
+        .any(|l| l.contains(" main ") && l.contains(" ready "))
+    {
+        assert!(Instant::now() < deadline, "no ready line{}", text.output());
+        std::thread::sleep(POLL);
+    }
+    drop((json, text));
+    assert_eq!(up.stop_with(Signal::SIGTERM), 0, "{}", up.proc.output());
+}
+
 // ---------------------------------------------------------------------------------------------
 // 8. Clients without a reef.
 
