@@ -50,6 +50,9 @@ pub enum Command {
     Down(ScriptArg),
     /// State, pid, health, readiness, restarts, uptime and ports of every instance.
     Status(StatusArgs),
+    /// This user's topologies: those a reef runs, and those whose gateways still serve
+    /// without one, with their gateways counted by state.
+    Ls(LsArgs),
     /// Start one instance of the running topology.
     Start(NameArgs),
     /// Stop one instance of the running topology (it stays stopped until started).
@@ -84,6 +87,13 @@ pub enum Command {
     /// Internal: runs a script's hooks for a parent `reef up` (JSON lines both ways).
     #[command(name = "__hooks", hide = true)]
     Hooks,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Print `{ format, topologies: [...] }` as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -126,6 +126,7 @@ fn dispatch(command: Command) -> Result<Exit> {
         Command::Export(args) => export(args),
         Command::Completions(args) => completions(args),
         Command::Events(args) => events(args),
+        Command::Ls(args) => list_topologies(args),
         Command::Man => man(),
     }
 }
@@ -234,6 +235,117 @@ fn emit_bytes(bytes: &[u8]) -> Result<()> {
         .write_all(bytes)
         .and_then(|()| stdout.flush())
         .map_err(stdout_error)
+}
+
+/// One topology `reef ls` found.
+#[derive(Debug, serde::Serialize)]
+struct Listed {
+    script: Option<std::path::PathBuf>,
+    id: String,
+    /// The reef running it, if one does.
+    reef_pid: Option<u32>,
+    /// Its gateways by state (from the running reef).
+    states: std::collections::BTreeMap<String, usize>,
+    /// Gateways its ledger says still serve with no reef running.
+    serving: usize,
+}
+
+fn list_topologies(args: crate::cli::LsArgs) -> Result<Exit> {
+    let env = process_env();
+    let root = crate::layout::TopologyDirs::state_root(&env)
+        .context("cannot find reef's state: neither XDG_STATE_HOME nor HOME is set")?;
+    let mut found = Vec::new();
+    let entries = match std::fs::read_dir(&root) {
+        Ok(entries) => entries.flatten().collect::<Vec<_>>(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", root.display())),
+    };
+    for entry in entries {
+        let dir = entry.path();
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let id = entry.file_name().to_string_lossy().into_owned();
+        let lock = std::fs::read_to_string(dir.join("up.lock")).unwrap_or_default();
+        let mut lines = lock.lines();
+        // up.lock: reef's pid, its control socket, the script.
+        let (socket, script) = (lines.nth(1), lines.next());
+        let ledger_script = std::fs::read_to_string(dir.join("ledger.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|ledger| ledger["script"].as_str().map(std::path::PathBuf::from));
+        let mut listed = Listed {
+            script: script
+                .filter(|s| !s.is_empty())
+                .map(std::path::PathBuf::from)
+                .or(ledger_script),
+            id,
+            reef_pid: None,
+            states: Default::default(),
+            serving: 0,
+        };
+        let status = socket
+            .filter(|s| !s.is_empty())
+            .and_then(|socket| {
+                control::request(std::path::Path::new(socket), &Request::Status).ok()
+            })
+            .filter(|response| response.ok)
+            .and_then(|response| response.status);
+        match status {
+            Some(status) => {
+                listed.reef_pid = Some(status.pid);
+                listed.script = Some(status.script.clone());
+                for instance in &status.instances {
+                    *listed.states.entry(instance.state.to_string()).or_default() += 1;
+                }
+            }
+            None => {
+                listed.serving = crate::supervisor::ledger::read(&dir.join("ledger.json"))
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|entry| entry.is_alive())
+                    .count();
+                if listed.serving == 0 {
+                    continue;
+                }
+            }
+        }
+        found.push(listed);
+    }
+    found.sort_by(|a, b| a.script.cmp(&b.script).then(a.id.cmp(&b.id)));
+    if args.json {
+        let json = serde_json::json!({ "format": render::JSON_FORMAT, "topologies": found });
+        outln!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(Exit::Success);
+    }
+    if found.is_empty() {
+        outln!("no topology of yours is running (reef up SCRIPT starts one)");
+        return Ok(Exit::Success);
+    }
+    for listed in &found {
+        let script = listed
+            .script
+            .as_ref()
+            .map(|s| s.display().to_string())
+            .unwrap_or_else(|| listed.id.clone());
+        let what = match listed.reef_pid {
+            Some(pid) => {
+                let counts: Vec<String> = listed
+                    .states
+                    .iter()
+                    .map(|(state, n)| format!("{n} {state}"))
+                    .collect();
+                format!("reef pid {pid}: {}", counts.join(", "))
+            }
+            None => format!(
+                "no reef: {} gateway{} still serving (`reef up` adopts, `reef down` stops)",
+                listed.serving,
+                if listed.serving == 1 { "" } else { "s" }
+            ),
+        };
+        outln!("{script}  {what}");
+    }
+    Ok(Exit::Success)
 }
 
 fn events(args: crate::cli::EventsArgs) -> Result<Exit> {

@@ -40,6 +40,8 @@ pub struct TopologyDirs {
     pub logs: PathBuf,
     /// Why the socket is not in its usual directory (another user holds that one), if so.
     pub socket_note: Option<String>,
+    /// The script, absolute (`up.lock` names it, so `reef ls` can).
+    pub script: PathBuf,
 }
 
 impl TopologyDirs {
@@ -109,6 +111,7 @@ impl TopologyDirs {
         };
         Ok(TopologyDirs {
             id,
+            script: canonical.clone(),
             lock: dir.join("up.lock"),
             ledger: dir.join("ledger.json"),
             logs: dir.join("logs"),
@@ -116,6 +119,14 @@ impl TopologyDirs {
             dir,
             socket_note,
         })
+    }
+
+    /// Where every topology's directory lives: `$XDG_STATE_HOME/reef` (`~/.local/state/reef`).
+    pub fn state_root(env: &BTreeMap<String, String>) -> Option<PathBuf> {
+        let var = |key: &str| env.get(key).filter(|v| !v.is_empty()).map(PathBuf::from);
+        var("XDG_STATE_HOME")
+            .or_else(|| var("HOME").map(|home| home.join(".local/state")))
+            .map(|state| state.join("reef"))
     }
 
     /// The `<stem>-<hash>` id of the topology.
@@ -341,7 +352,13 @@ impl UpLock {
         lock.set_len(0)?;
         lock.rewind()?;
         // The pid, then the socket: clients with another environment still find it.
-        writeln!(lock, "{}\n{}", std::process::id(), dirs.socket.display())?;
+        writeln!(
+            lock,
+            "{}\n{}\n{}",
+            std::process::id(),
+            dirs.socket.display(),
+            dirs.script.display()
+        )?;
         Ok(UpLock {
             _file: lock,
             #[cfg(target_os = "linux")]

@@ -604,6 +604,43 @@ fn events_stream_what_happens_from_the_moment_a_client_attaches() {
     assert_eq!(up.stop_with(Signal::SIGTERM), 0, "{}", up.proc.output());
 }
 
+#[test]
+fn ls_lists_running_topologies_and_those_serving_without_reef() {
+    let (main, rescue) = (claim(), claim());
+    let sandbox = Sandbox::pair(&main, &rescue, &[]);
+    let mut up = sandbox.up();
+    up.wait_all_ready();
+    let script = std::fs::canonicalize(sandbox.script()).unwrap();
+    let ls = sandbox.run(&["ls"]);
+    assert_eq!(ls.code, 0, "{ls}");
+    assert!(
+        ls.stdout.contains(&format!(
+            "{}  reef pid {}: 2 ready",
+            script.display(),
+            up.proc.pid()
+        )),
+        "{ls}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&sandbox.run(&["ls", "--json"]).stdout).unwrap();
+    assert_eq!(json["format"], 1);
+    assert_eq!(json["topologies"][0]["states"]["ready"], 2, "{json:#}");
+
+    up.proc.signal(Signal::SIGKILL);
+    up.proc.wait();
+    let ls = sandbox.run(&["ls"]);
+    assert!(
+        ls.stdout.contains("no reef: 2 gateways still serving"),
+        "{ls}"
+    );
+    assert_eq!(sandbox.run(&["down", sandbox.script()]).code, 0);
+    let ls = sandbox.run(&["ls"]);
+    assert!(
+        ls.stdout.contains("no topology of yours is running"),
+        "{ls}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 8. Clients without a reef.
 
