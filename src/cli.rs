@@ -113,6 +113,26 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
+impl Command {
+    /// The script a verb that reads one acts on, to resolve before it runs. `up`, `plan` and
+    /// the other verbs that start from the file want it as typed; the client verbs that talk
+    /// to a running reef may find it (`reef status` with no `./reef.lua` and one topology
+    /// running).
+    pub fn running_script_mut(&mut self) -> Option<&mut PathBuf> {
+        match self {
+            Command::Down(script) | Command::Reload(script) => Some(&mut script.script),
+            Command::Status(args) => Some(&mut args.script.script),
+            Command::Start(args) | Command::Stop(args) | Command::Restart(args) => {
+                Some(&mut args.script.script)
+            }
+            Command::Diff(args) => Some(&mut args.script.script),
+            Command::Logs(args) => Some(&mut args.script.script),
+            Command::Events(args) => Some(&mut args.script.script),
+            _ => None,
+        }
+    }
+}
+
 /// The topology script argument shared by most verbs.
 #[derive(Debug, Args)]
 pub struct ScriptArg {

@@ -95,7 +95,10 @@ macro_rules! outln {
     };
 }
 
-pub fn run(command: Command) -> Result<Exit> {
+pub fn run(mut command: Command) -> Result<Exit> {
+    if let Some(script) = command.running_script_mut() {
+        find_running_script(script);
+    }
     let result = dispatch(command);
     match result {
         Err(err) if err.downcast_ref::<StdoutClosed>().is_some() => Ok(Exit::Success),
@@ -237,6 +240,30 @@ fn emit_bytes(bytes: &[u8]) -> Result<()> {
         .map_err(stdout_error)
 }
 
+/// The script a client verb acts on when none was typed and `./reef.lua` does not exist: the
+/// only topology a reef runs for this user, said on stderr. Otherwise left as it is (and the
+/// verb says it cannot find it).
+fn find_running_script(script: &mut std::path::PathBuf) {
+    let defaulted = script.as_os_str() == "reef.lua"
+        && std::env::var_os("REEF_SCRIPT").is_none_or(|v| v.is_empty());
+    if !defaulted || script.exists() {
+        return;
+    }
+    let running: Vec<std::path::PathBuf> = list(&process_env())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|listed| listed.reef_pid.is_some())
+        .filter_map(|listed| listed.script)
+        .collect();
+    if let [only] = running.as_slice() {
+        eprintln!(
+            "no ./reef.lua here; using {}, the only topology running",
+            only.display()
+        );
+        *script = only.clone();
+    }
+}
+
 /// One topology `reef ls` found.
 #[derive(Debug, serde::Serialize)]
 struct Listed {
@@ -251,8 +278,45 @@ struct Listed {
 }
 
 fn list_topologies(args: crate::cli::LsArgs) -> Result<Exit> {
-    let env = process_env();
-    let root = crate::layout::TopologyDirs::state_root(&env)
+    let found = list(&process_env())?;
+    if args.json {
+        let json = serde_json::json!({ "format": render::JSON_FORMAT, "topologies": found });
+        outln!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(Exit::Success);
+    }
+    if found.is_empty() {
+        outln!("no topology of yours is running (reef up SCRIPT starts one)");
+        return Ok(Exit::Success);
+    }
+    for listed in &found {
+        let script = listed
+            .script
+            .as_ref()
+            .map(|s| s.display().to_string())
+            .unwrap_or_else(|| listed.id.clone());
+        let what = match listed.reef_pid {
+            Some(pid) => {
+                let counts: Vec<String> = listed
+                    .states
+                    .iter()
+                    .map(|(state, n)| format!("{n} {state}"))
+                    .collect();
+                format!("reef pid {pid}: {}", counts.join(", "))
+            }
+            None => format!(
+                "no reef: {} gateway{} still serving (`reef up` adopts, `reef down` stops)",
+                listed.serving,
+                if listed.serving == 1 { "" } else { "s" }
+            ),
+        };
+        outln!("{script}  {what}");
+    }
+    Ok(Exit::Success)
+}
+
+/// This user's topologies that a reef runs or whose gateways still serve.
+fn list(env: &std::collections::BTreeMap<String, String>) -> Result<Vec<Listed>> {
+    let root = crate::layout::TopologyDirs::state_root(env)
         .context("cannot find reef's state: neither XDG_STATE_HOME nor HOME is set")?;
     let mut found = Vec::new();
     let entries = match std::fs::read_dir(&root) {
@@ -313,39 +377,7 @@ fn list_topologies(args: crate::cli::LsArgs) -> Result<Exit> {
         found.push(listed);
     }
     found.sort_by(|a, b| a.script.cmp(&b.script).then(a.id.cmp(&b.id)));
-    if args.json {
-        let json = serde_json::json!({ "format": render::JSON_FORMAT, "topologies": found });
-        outln!("{}", serde_json::to_string_pretty(&json)?);
-        return Ok(Exit::Success);
-    }
-    if found.is_empty() {
-        outln!("no topology of yours is running (reef up SCRIPT starts one)");
-        return Ok(Exit::Success);
-    }
-    for listed in &found {
-        let script = listed
-            .script
-            .as_ref()
-            .map(|s| s.display().to_string())
-            .unwrap_or_else(|| listed.id.clone());
-        let what = match listed.reef_pid {
-            Some(pid) => {
-                let counts: Vec<String> = listed
-                    .states
-                    .iter()
-                    .map(|(state, n)| format!("{n} {state}"))
-                    .collect();
-                format!("reef pid {pid}: {}", counts.join(", "))
-            }
-            None => format!(
-                "no reef: {} gateway{} still serving (`reef up` adopts, `reef down` stops)",
-                listed.serving,
-                if listed.serving == 1 { "" } else { "s" }
-            ),
-        };
-        outln!("{script}  {what}");
-    }
-    Ok(Exit::Success)
+    Ok(found)
 }
 
 fn events(args: crate::cli::EventsArgs) -> Result<Exit> {

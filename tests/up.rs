@@ -625,6 +625,20 @@ fn ls_lists_running_topologies_and_those_serving_without_reef() {
         serde_json::from_str(&sandbox.run(&["ls", "--json"]).stdout).unwrap();
     assert_eq!(json["format"], 1);
     assert_eq!(json["topologies"][0]["states"]["ready"], 2, "{json:#}");
+    // Where there is no ./reef.lua, the only running topology is the one meant.
+    let elsewhere = reef(&["status"], &sandbox.home, &sandbox.home)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&elsewhere.stderr);
+    assert!(elsewhere.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "using {}, the only topology running",
+            script.display()
+        )),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&elsewhere.stdout).contains("main"));
 
     up.proc.signal(Signal::SIGKILL);
     up.proc.wait();
