@@ -272,6 +272,11 @@ pub struct DiffArgs {
     #[command(flatten)]
     pub script: ScriptArg,
 
+    /// Another script to compare the running topology with (`reef diff CANDIDATE.lua` alone
+    /// compares it with the topology that runs here).
+    #[arg(value_name = "CANDIDATE")]
+    pub candidate: Option<PathBuf>,
+
     /// Print the diff as JSON.
     #[arg(long)]
     pub json: bool,

@@ -994,8 +994,46 @@ fn reload(args: ScriptArg) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// Whether a reef runs `script`.
+fn is_running(script: &std::path::Path) -> bool {
+    dirs_of(script)
+        .ok()
+        .and_then(|dirs| control::request(&dirs.running_socket(), &Request::Status).ok())
+        .is_some_and(|response| response.ok)
+}
+
 fn diff(args: DiffArgs) -> Result<Exit> {
-    let response = ask_raw(&args.script.script, &Request::Diff)?;
+    let typed = args.script.script;
+    // `reef diff CANDIDATE.lua`: one file that no reef runs is compared with the topology
+    // that runs here (./reef.lua, or the only one running).
+    let (running, candidate) = match args.candidate {
+        Some(candidate) => (typed, Some(candidate)),
+        None if typed.exists() && !is_running(&typed) => {
+            let mut here = std::path::PathBuf::from("reef.lua");
+            find_running_script(&mut here);
+            if is_running(&here) {
+                (here, Some(typed))
+            } else {
+                (typed, None)
+            }
+        }
+        None => (typed, None),
+    };
+    let request = match &candidate {
+        Some(candidate) => Request::DiffWith {
+            candidate: std::path::absolute(candidate)
+                .with_context(|| format!("cannot find {}", candidate.display()))?,
+        },
+        None => Request::Diff,
+    };
+    if let Some(candidate) = &candidate {
+        eprintln!(
+            "comparing the topology running {} with {}",
+            running.display(),
+            candidate.display()
+        );
+    }
+    let response = ask_raw(&running, &request)?;
     if !response.ok {
         return Ok(evaluation_refused(&response));
     }

@@ -34,6 +34,10 @@ pub enum Request {
     Reload,
     /// Evaluate the script and tell what a reload would do, without doing it.
     Diff,
+    /// What loading `candidate` instead of the running script would do, without doing it.
+    DiffWith {
+        candidate: std::path::PathBuf,
+    },
     /// Stream every event from now on: an answer line, then one JSON line per event
     /// ([`event_line`]) until the client goes away or reef stops.
     Events,
@@ -275,6 +279,18 @@ async fn answer(
     let acted = match &request {
         Request::Status => Ok(None),
         Request::Events => Err("events are streamed, not answered once".to_owned()),
+        Request::DiffWith { candidate } => {
+            let response = match colony.reload(Some(candidate.clone()), false).await {
+                Ok(diff) => Response {
+                    ok: true,
+                    message: Some(diff.summary.clone()),
+                    status: None,
+                    diff: Some(diff),
+                },
+                Err(message) => Response::error(message),
+            };
+            return (response, None);
+        }
         Request::Start { name } => {
             act(colony, name, |h| Box::pin(async move { h.start().await })).await
         }

@@ -1063,3 +1063,34 @@ fn with_no_watch_a_save_waits_for_reef_reload() {
     });
     up.stop();
 }
+
+#[test]
+fn diff_compares_the_running_topology_with_a_candidate_file() {
+    let [a, b, a2] = claim::<3>();
+    let sandbox = Sandbox::new(&script(&[gateway("a", a.base, "")]));
+    let mut up = sandbox.up();
+    up.wait_all_ready();
+    sandbox.write(
+        "candidate.lua",
+        &script(&[gateway("a", a2.base, ""), gateway("b", b.base, "")]),
+    );
+    let candidate = sandbox.path("candidate.lua");
+    let candidate = candidate.to_str().unwrap();
+    for args in [
+        vec!["diff", candidate],
+        vec!["diff", sandbox.script(), candidate],
+    ] {
+        let run = sandbox.run(&args);
+        assert_eq!(run.code, 0, "{run}");
+        assert!(run.stdout.contains("start        b"), "{run}");
+        assert!(run.stdout.contains("restart      a"), "{run}");
+        assert!(
+            run.stderr.contains("comparing the topology running"),
+            "{run}"
+        );
+    }
+    let status = up.status();
+    assert_eq!(generation(&status), 1, "nothing was applied: {status:#}");
+    assert_eq!(instances(&status).len(), 1, "{status:#}");
+    up.stop();
+}
