@@ -739,7 +739,12 @@ mod tests {
         let text = std::fs::read_to_string(&dirs.lock).unwrap();
         assert_eq!(
             text,
-            format!("{}\n{}\n", std::process::id(), dirs.socket.display())
+            format!(
+                "{}\n{}\n{}\n",
+                std::process::id(),
+                dirs.socket.display(),
+                dirs.script.display()
+            )
         );
         assert_eq!(dirs.running_socket(), dirs.socket);
         let second = already_running(UpLock::acquire(&dirs));

@@ -155,7 +155,7 @@ fn up_then_stop_with(signal: Signal) {
     assert_ports_free(&rescue);
     let after = sandbox.run(&["status", sandbox.script()]);
     assert_eq!(
-        after.code, EXIT_FAILURE,
+        after.code, EXIT_NOT_RUNNING,
         "no reef runs after a stop: {after}"
     );
 }
