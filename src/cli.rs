@@ -265,6 +265,10 @@ pub struct UpArgs {
     /// Do not reload when the script's files change; `reef reload` and SIGHUP still do.
     #[arg(long)]
     pub no_watch: bool,
+
+    /// Also print every gateway's output, each line prefixed with its name (as `reef logs -f`).
+    #[arg(long)]
+    pub logs: bool,
 }
 
 #[derive(Debug, Args)]

@@ -638,6 +638,7 @@ fn up(args: UpArgs) -> Result<Exit> {
         debounce: std::time::Duration::from_millis(args.debounce_ms),
         watch: !args.no_watch,
     };
+    let show_logs = args.logs;
     let args = args.script;
     Host::from_process().map_err(|err| anyhow::anyhow!(err))?;
     let mut request = crate::evaluator::Request::new(&args.script, Limits::default());
@@ -675,6 +676,18 @@ fn up(args: UpArgs) -> Result<Exit> {
         dirs.logs.display(),
         dirs.socket.display()
     );
+    if show_logs {
+        // A thread of its own: the supervisor's runtime never waits on a terminal.
+        let logs = dirs.logs.clone();
+        let colour = Style::for_stdout().is_coloured();
+        std::thread::Builder::new()
+            .name("logs".into())
+            .spawn(move || {
+                let mut stdout = std::io::stdout();
+                let _ = crate::logview::follow_dir(&logs, colour, &mut stdout);
+            })
+            .context("cannot start the log printer")?;
+    }
     let runtime = current_thread_runtime()?;
     runtime.block_on(crate::supervisor::run(
         plan,

@@ -122,10 +122,65 @@ pub fn history(
     out.flush()
 }
 
+/// Follows every `*.log` in `dir` (a topology's logs: one per gateway, named after it), from
+/// their current ends, picking up gateways that appear later; forever.
+pub fn follow_dir(
+    dir: &std::path::Path,
+    colour: bool,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let list = || -> Vec<Source> {
+        let mut sources: Vec<Source> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let path = entry.path();
+                let name = path.file_name()?.to_str()?.strip_suffix(".log")?.to_owned();
+                Some(Source { name, log: path })
+            })
+            .collect();
+        sources.sort_by(|a, b| a.name.cmp(&b.name));
+        sources
+    };
+    let mut known = list();
+    let mut prefixer = Prefixer::new(&known, colour);
+    let mut state: Vec<Followed> = known.iter().map(Followed::at_end).collect();
+    let mut listed = std::time::Instant::now();
+    loop {
+        if listed.elapsed() >= std::time::Duration::from_secs(1) {
+            listed = std::time::Instant::now();
+            for source in list() {
+                if !known.iter().any(|k| k.name == source.name) {
+                    // A gateway started after us: from its beginning.
+                    state.push(Followed {
+                        offset: 0,
+                        partial: Vec::new(),
+                    });
+                    known.push(source);
+                    prefixer = Prefixer::new(&known, colour);
+                }
+            }
+        }
+        if !read_new(&known, &mut state, &prefixer, out)? {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
 /// Where one source is read from, and its unfinished last line.
 struct Followed {
     offset: u64,
     partial: Vec<u8>,
+}
+
+impl Followed {
+    fn at_end(source: &Source) -> Followed {
+        Followed {
+            offset: std::fs::metadata(&source.log).map(|m| m.len()).unwrap_or(0),
+            partial: Vec::new(),
+        }
+    }
 }
 
 /// Prints every new line of every source as it arrives, forever (until stdout closes).
@@ -134,58 +189,63 @@ pub fn follow(
     prefixer: &Prefixer,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
-    let mut state: Vec<Followed> = sources
-        .iter()
-        .map(|source| Followed {
-            offset: std::fs::metadata(&source.log).map(|m| m.len()).unwrap_or(0),
-            partial: Vec::new(),
-        })
-        .collect();
-    let mut buffer = Vec::new();
+    let mut state: Vec<Followed> = sources.iter().map(Followed::at_end).collect();
     loop {
-        let mut wrote = false;
-        for (index, (source, followed)) in sources.iter().zip(&mut state).enumerate() {
-            let Ok(mut file) = std::fs::File::open(&source.log) else {
-                continue;
-            };
-            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-            if size < followed.offset {
-                // Rotated or truncated: start over.
-                followed.offset = 0;
-                followed.partial.clear();
-            }
-            if size == followed.offset {
-                continue;
-            }
-            buffer.clear();
-            file.seek(SeekFrom::Start(followed.offset))?;
-            file.take(size - followed.offset).read_to_end(&mut buffer)?;
-            followed.offset += buffer.len() as u64;
-            followed.partial.extend_from_slice(&buffer);
-            let complete = match followed.partial.iter().rposition(|&b| b == b'\n') {
-                Some(end) => end + 1,
-                None if followed.partial.len() > MAX_LINE => followed.partial.len(),
-                None => continue,
-            };
-            let lines: Vec<u8> = followed.partial.drain(..complete).collect();
-            let clock = local_clock();
-            for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                let line = String::from_utf8_lossy(line);
-                let prefix = prefixer.prefix(index, &source.name);
-                if has_timestamp(&line) {
-                    writeln!(out, "{prefix}{line}")?;
-                } else {
-                    writeln!(out, "{prefix}{clock}~ {line}")?;
-                }
-            }
-            wrote = true;
-        }
-        if wrote {
-            out.flush()?;
-        } else {
+        if !read_new(sources, &mut state, prefixer, out)? {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
+}
+
+/// Prints the complete new lines of every source; whether there were any.
+fn read_new(
+    sources: &[Source],
+    state: &mut [Followed],
+    prefixer: &Prefixer,
+    out: &mut impl Write,
+) -> std::io::Result<bool> {
+    let mut buffer = Vec::new();
+    let mut wrote = false;
+    for (index, (source, followed)) in sources.iter().zip(state.iter_mut()).enumerate() {
+        let Ok(mut file) = std::fs::File::open(&source.log) else {
+            continue;
+        };
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if size < followed.offset {
+            // Rotated or truncated: start over.
+            followed.offset = 0;
+            followed.partial.clear();
+        }
+        if size == followed.offset {
+            continue;
+        }
+        buffer.clear();
+        file.seek(SeekFrom::Start(followed.offset))?;
+        file.take(size - followed.offset).read_to_end(&mut buffer)?;
+        followed.offset += buffer.len() as u64;
+        followed.partial.extend_from_slice(&buffer);
+        let complete = match followed.partial.iter().rposition(|&b| b == b'\n') {
+            Some(end) => end + 1,
+            None if followed.partial.len() > MAX_LINE => followed.partial.len(),
+            None => continue,
+        };
+        let lines: Vec<u8> = followed.partial.drain(..complete).collect();
+        let clock = local_clock();
+        for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let line = String::from_utf8_lossy(line);
+            let prefix = prefixer.prefix(index, &source.name);
+            if has_timestamp(&line) {
+                writeln!(out, "{prefix}{line}")?;
+            } else {
+                writeln!(out, "{prefix}{clock}~ {line}")?;
+            }
+        }
+        wrote = true;
+    }
+    if wrote {
+        out.flush()?;
+    }
+    Ok(wrote)
 }
 
 #[cfg(test)]

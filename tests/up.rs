@@ -655,6 +655,32 @@ fn ls_lists_running_topologies_and_those_serving_without_reef() {
     );
 }
 
+#[test]
+fn up_with_logs_streams_every_gateways_output_in_the_foreground() {
+    let (main, rescue) = (claim(), claim());
+    let sandbox = Sandbox::pair(&main, &rescue, &[]);
+    let mut up = sandbox.up_with(&["--logs"]);
+    up.wait_all_ready();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let out = up.proc.stdout();
+        let seen = |name: &str| {
+            out.lines()
+                .any(|line| line.starts_with(name) && line.contains("listening on"))
+        };
+        if seen("main   | ") && seen("rescue | ") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no gateway output{}",
+            up.proc.output()
+        );
+        std::thread::sleep(POLL);
+    }
+    assert_eq!(up.stop_with(Signal::SIGTERM), 0, "{}", up.proc.output());
+}
+
 // ---------------------------------------------------------------------------------------------
 // 8. Clients without a reef.
 
