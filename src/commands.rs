@@ -351,7 +351,12 @@ fn list(env: &std::collections::BTreeMap<String, String>) -> Result<Vec<Listed>>
         let status = socket
             .filter(|s| !s.is_empty())
             .and_then(|socket| {
-                control::request(std::path::Path::new(socket), &Request::Status).ok()
+                control::request_within(
+                    std::path::Path::new(socket),
+                    &Request::Status,
+                    std::time::Duration::from_secs(2),
+                )
+                .ok()
             })
             .filter(|response| response.ok)
             .and_then(|response| response.status);
@@ -1011,7 +1016,14 @@ fn reload(args: ScriptArg) -> Result<Exit> {
 fn is_running(script: &std::path::Path) -> bool {
     dirs_of(script)
         .ok()
-        .and_then(|dirs| control::request(&dirs.running_socket(), &Request::Status).ok())
+        .and_then(|dirs| {
+            control::request_within(
+                &dirs.running_socket(),
+                &Request::Status,
+                std::time::Duration::from_secs(5),
+            )
+            .ok()
+        })
         .is_some_and(|response| response.ok)
 }
 

@@ -365,6 +365,16 @@ pub enum ClientError {
 /// Sends one request to the reef listening on `socket` and waits for its answer. Stopping a
 /// gateway can take its whole stop timeout, so the wait is generous.
 pub fn request(socket: &Path, request: &Request) -> Result<Response, ClientError> {
+    request_within(socket, request, Duration::from_secs(300))
+}
+
+/// [`request`], waiting at most `timeout` for the answer (a stopped reef does not hold up a
+/// client that only looks around, such as `reef ls`).
+pub fn request_within(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, ClientError> {
     let io = |error: std::io::Error| ClientError::Io {
         path: socket.display().to_string(),
         error,
@@ -381,9 +391,8 @@ pub fn request(socket: &Path, request: &Request) -> Result<Response, ClientError
         }
         Err(err) => return Err(io(err)),
     };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(300)))
-        .map_err(io)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io)?;
     let mut text = serde_json::to_string(request).expect("requests serialize");
     text.push('\n');
     stream.write_all(text.as_bytes()).map_err(io)?;
