@@ -594,8 +594,8 @@ pub struct Location {
 }
 
 /// Where `key` (a dotted path) of the config at `config_path` is written: the file whose value
-/// wins, following `$include`s; for a key written nowhere, the object it would join (inside
-/// the included file when a section is a single include).
+/// wins, following `$include`s; for a key written nowhere, the object it would join, beside
+/// the section's `$include` (sibling keys win), never inside an included file.
 pub fn locate(config_path: &Path, key: &str) -> Result<Location, ConfigError> {
     let keys: Vec<String> = key.split('.').map(str::to_owned).collect();
     let text = read(config_path, MAX_CONFIG_BYTES)?;
