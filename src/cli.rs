@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "reef", version, about, propagate_version = true)]
 #[command(
-    after_help = "Exit codes: 0 ok, 1 topology violations, 2 script error, 3 other failure, 64 usage error."
+    after_help = "Exit codes: 0 ok, 1 topology violations, 2 script error, 3 other failure, 4 no reef runs the topology (status, events), 64 usage error."
 )]
 pub struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
@@ -40,7 +40,7 @@ pub enum Command {
     Init(InitArgs),
     /// Create missing state dirs (0700) and configs (0600): OpenClaw's own baseline for runtime
     /// "openclaw" when the program is at hand, else a minimal one; then fill in a missing port,
-    /// mode and token, keeping what is set and the file's comments.
+    /// mode, bind and token, keeping what is set and the file's comments.
     Setup(SetupArgs),
     /// Start the gateways and supervise them in the foreground, reloading the script when it
     /// changes; Ctrl-C stops them all.
@@ -48,7 +48,8 @@ pub enum Command {
     /// Stop a topology's gateways: through its running reef, else from its ledger (only
     /// processes provably started by reef for this topology).
     Down(ScriptArg),
-    /// State, pid, health, readiness, restarts, uptime and ports of every instance.
+    /// State, pid, health, readiness, restarts, uptime, CPU, memory and ports of every instance;
+    /// with no reef running, the gateways still serving (exit 4).
     Status(StatusArgs),
     /// This user's topologies: those a reef runs, and those whose gateways still serve
     /// without one, with their gateways counted by state.
@@ -61,7 +62,8 @@ pub enum Command {
     Restart(NameArgs),
     /// Re-evaluate the running topology's script now and apply it (SIGHUP does the same).
     Reload(ScriptArg),
-    /// What reloading the script would start, stop, restart or update live, without doing it.
+    /// What reloading the script (or loading CANDIDATE instead) would start, stop, restart or
+    /// update live, without doing it.
     Diff(DiffArgs),
     /// Show an instance's captured output, or every gateway's, each line prefixed with its name.
     Logs(LogsArgs),

@@ -1406,3 +1406,44 @@ fn the_man_page_documents_every_verb() {
         );
     }
 }
+
+#[test]
+fn every_verb_has_help_that_speaks_of_itself() {
+    let verbs = [
+        ("plan", "--json"),
+        ("check", "findings"),
+        ("env", "--json"),
+        ("init", "PATH"),
+        ("setup", "--allow-symlinks"),
+        ("up", "--no-watch"),
+        ("down", "SCRIPT"),
+        ("status", "--watch"),
+        ("ls", "--json"),
+        ("start", "NAME"),
+        ("stop", "NAME"),
+        ("restart", "NAME"),
+        ("reload", "SCRIPT"),
+        ("diff", "CANDIDATE"),
+        ("logs", "--follow"),
+        ("events", "--json"),
+        ("install", "--dry-run"),
+        ("export", "--format"),
+        ("gateway", "--port"),
+        ("completions", "SHELL"),
+        ("man", "Usage"),
+    ];
+    for (verb, mentions) in verbs {
+        let output = reef().args([verb, "--help"]).output().unwrap();
+        assert!(output.status.success(), "{verb}: {}", stderr_of(&output));
+        let help = stdout_of(&output);
+        assert!(
+            help.contains(mentions),
+            "`reef {verb} --help` lacks {mentions}:\n{help}"
+        );
+    }
+    let check = stdout_of(&reef().args(["check", "--help"]).output().unwrap());
+    assert!(!check.contains("Print the plan"), "{check}");
+    let top = stdout_of(&reef().arg("--help").output().unwrap());
+    let words = top.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(words.contains("4 no reef runs the topology"), "{top}");
+}
