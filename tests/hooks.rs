@@ -1325,3 +1325,36 @@ reef.on("exit", "a", function() note("exit seen") end)
         "the restart is logged: {log}"
     );
 }
+
+#[test]
+fn hooks_see_spawns_stops_and_failed_reloads() {
+    let [a] = claim::<1>();
+    let body = |extra: &str| {
+        format!(
+            r#"{}
+reef.on("spawned", function(e) note("spawned|" .. e.name .. "|" .. opt(e.pid)) end)
+reef.on("backoff", function(e) note("backoff|" .. e.name .. "|" .. opt(e.reason)) end)
+reef.on("stopped", function(e) note("stopped|" .. e.name .. "|" .. opt(e.reason)) end)
+reef.on("reload-failed", function(e) note("reload-failed|" .. opt(e.name) .. "|" .. opt(e.reason)) end)
+{extra}
+"#,
+            gateway("a", a.base, "restart = { backoff = { initial = 0.1 } }"),
+        )
+    };
+    let sandbox = Sandbox::with(&body(""));
+    let mut up = sandbox.up();
+    let status = up.wait_enabled_ready();
+    let first = pid(&status, "a");
+    let spawned = up.wait_line("spawned|a|");
+    assert_eq!(spawned, format!("spawned|a|{first}"));
+    let restart = sandbox.run(&["restart", "a", sandbox.script()]);
+    assert_eq!(restart.code, 0, "{restart}");
+    up.wait_line("stopped|a|");
+    sandbox.rename_save_script(&sandbox.hooks_script(&body("error('broken on purpose')")));
+    let failed = up.wait_line("reload-failed|");
+    assert!(
+        failed.starts_with("reload-failed|-|") && failed.contains("broken on purpose"),
+        "{failed}"
+    );
+    up.stop();
+}

@@ -29,7 +29,13 @@ pub const EVENTS: &[&str] = &[
     "blocked",
     "degraded",
     "recovered",
+    "spawned",
+    "adopted",
+    "backoff",
+    "stopped",
+    "config-error",
     "reload",
+    "reload-failed",
 ];
 
 /// What one hook invocation may use.

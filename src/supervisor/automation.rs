@@ -101,6 +101,16 @@ impl Event {
         }
     }
 
+    /// A reload that failed: the running topology is unchanged; `reason` says why.
+    pub fn reload_failed(message: String) -> Event {
+        Event {
+            event: "reload-failed",
+            reason: Some(message),
+            diff: None,
+            ..Event::reload(super::DiffNames::default())
+        }
+    }
+
     pub fn reload(diff: super::DiffNames) -> Event {
         Event {
             event: "reload",
@@ -126,6 +136,11 @@ impl Event {
         if let EventKind::ReloadApplied { diff } = &event.kind {
             return Some(Event::reload(diff.clone()));
         }
+        if let EventKind::ReloadFailed { message } = &event.kind {
+            let mut failed = Event::reload_failed(message.clone());
+            failed.time = event.time;
+            return Some(failed);
+        }
         let status = event.status.as_ref()?;
         let mut pid = status.pid;
         let (reason, code, signal) = match &event.kind {
@@ -138,6 +153,13 @@ impl Event {
                 ..
             } => (Some(format!("{reason}: {message}; {advice}")), None, None),
             EventKind::Recovered { reason } => (Some(format!("{reason} is over")), None, None),
+            EventKind::Backoff { delay, reason } => (
+                Some(format!("{reason}; restarting in {delay:.2} s")),
+                None,
+                None,
+            ),
+            EventKind::Stopped { reason } => (reason.clone(), None, None),
+            EventKind::ConfigError { message } => (Some(message.clone()), None, None),
             EventKind::Exited {
                 pid: ended,
                 code,

@@ -82,8 +82,13 @@ impl EventKind {
             EventKind::Blocked { .. } => "blocked",
             EventKind::Degraded { .. } => "degraded",
             EventKind::Recovered { .. } => "recovered",
+            EventKind::Spawned { .. } => "spawned",
+            EventKind::Adopted { .. } => "adopted",
+            EventKind::Backoff { .. } => "backoff",
+            EventKind::Stopped { .. } => "stopped",
+            EventKind::ConfigError { .. } => "config-error",
             EventKind::ReloadApplied { .. } => "reload",
-            _ => return None,
+            EventKind::ReloadFailed { .. } => "reload-failed",
         })
     }
 }

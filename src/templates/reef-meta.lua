@@ -77,7 +77,7 @@ local Pool = {}
 function Pool:next() end
 
 ---@class reef.Event
----@field event "ready"|"unhealthy"|"healthy"|"exit"|"blocked"|"degraded"|"recovered"|"reload"
+---@field event "ready"|"unhealthy"|"healthy"|"exit"|"blocked"|"degraded"|"recovered"|"spawned"|"adopted"|"backoff"|"stopped"|"config-error"|"reload"|"reload-failed"
 ---@field name? string
 ---@field profile? string
 ---@field pid? integer
@@ -121,7 +121,7 @@ function reef.ports.footprint(base) end
 function reef.ports.pool(spec) end
 
 ---Runs `fn` on an event, for every instance or only `name`'s.
----@param event "ready"|"unhealthy"|"healthy"|"exit"|"blocked"|"degraded"|"recovered"|"reload"
+---@param event "ready"|"unhealthy"|"healthy"|"exit"|"blocked"|"degraded"|"recovered"|"spawned"|"adopted"|"backoff"|"stopped"|"config-error"|"reload"|"reload-failed"
 ---@param name_or_fn string|fun(e: reef.Event)
 ---@param fn? fun(e: reef.Event)
 function reef.on(event, name_or_fn, fn) end
