@@ -225,6 +225,19 @@ async fn stream_events(colony: &Colony, write: &mut tokio::net::unix::OwnedWrite
     }
 }
 
+/// A connection to the reef listening on `socket`; no listener is [`ClientError::NotRunning`].
+fn connect(socket: &Path) -> Result<std::os::unix::net::UnixStream, ClientError> {
+    std::os::unix::net::UnixStream::connect(socket).map_err(|err| match err.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            ClientError::NotRunning(socket.display().to_string())
+        }
+        _ => ClientError::Io {
+            path: socket.display().to_string(),
+            error: err,
+        },
+    })
+}
+
 /// Sends [`Request::Events`], calls `attached` once reef streams, then `each` with every event
 /// line until reef stops (then `Ok`) or `each` says to stop (`false`).
 pub fn events(
@@ -236,18 +249,7 @@ pub fn events(
         path: socket.display().to_string(),
         error,
     };
-    let mut stream = match std::os::unix::net::UnixStream::connect(socket) {
-        Ok(stream) => stream,
-        Err(err)
-            if matches!(
-                err.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Err(ClientError::NotRunning(socket.display().to_string()));
-        }
-        Err(err) => return Err(io(err)),
-    };
+    let mut stream = connect(socket)?;
     let mut text = serde_json::to_string(&Request::Events).expect("requests serialize");
     text.push('\n');
     stream.write_all(text.as_bytes()).map_err(io)?;
@@ -379,18 +381,7 @@ pub fn request_within(
         path: socket.display().to_string(),
         error,
     };
-    let mut stream = match std::os::unix::net::UnixStream::connect(socket) {
-        Ok(stream) => stream,
-        Err(err)
-            if matches!(
-                err.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Err(ClientError::NotRunning(socket.display().to_string()));
-        }
-        Err(err) => return Err(io(err)),
-    };
+    let mut stream = connect(socket)?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
     let mut text = serde_json::to_string(request).expect("requests serialize");
