@@ -271,6 +271,11 @@ pub struct UpArgs {
     /// Also print every gateway's output, each line prefixed with its name (as `reef logs -f`).
     #[arg(long)]
     pub logs: bool,
+
+    /// Serve Prometheus metrics on http://ADDR/metrics: a port alone listens on loopback
+    /// (`--metrics 9464`), IP:PORT where you say. Off unless given.
+    #[arg(long, value_name = "ADDR", value_parser = crate::metrics::parse_address, env = "REEF_METRICS")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -642,7 +642,9 @@ fn up(args: UpArgs) -> Result<Exit> {
     let options = crate::supervisor::UpOptions {
         debounce: std::time::Duration::from_millis(args.debounce_ms),
         watch: !args.no_watch,
+        metrics: None,
     };
+    let metrics_address = args.metrics;
     let show_logs = args.logs;
     let args = args.script;
     Host::from_process().map_err(|err| anyhow::anyhow!(err))?;
@@ -674,6 +676,15 @@ fn up(args: UpArgs) -> Result<Exit> {
     dirs.create()?;
     let _lock = UpLock::acquire(&dirs)
         .with_context(|| format!("cannot supervise {}", args.script.display()))?;
+    let mut options = options;
+    if let Some(address) = metrics_address {
+        let listener = crate::metrics::bind(address).context(
+            "nothing was started: choose another address with --metrics, or leave it out",
+        )?;
+        let bound = listener.local_addr().unwrap_or(address);
+        tracing::info!("serving metrics on http://{bound}/metrics");
+        options.metrics = Some(listener);
+    }
     tracing::info!(
         "supervising {} ({} gateways); logs in {}, control socket {}",
         args.script.display(),

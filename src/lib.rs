@@ -20,6 +20,7 @@
 //!   task that owns the running topology and applies reloads, typed events for hooks and
 //!   progress, and a write-ahead ledger plus process markers so that nothing is ever orphaned.
 //! - [`control`]: the Unix-socket server of a running `reef up` and its client.
+//! - [`metrics`]: `reef up --metrics`: the colony as Prometheus text over HTTP.
 //! - [`layout`]: where a topology's lock, logs and socket live.
 //! - [`hostports`]: which ports are free on the host, and who holds the others.
 //! - [`check`]: `reef check`, the plan against the host (listeners, permissions, configs).
@@ -56,6 +57,7 @@ pub mod hostports;
 pub mod layout;
 pub mod logview;
 pub mod lua;
+pub mod metrics;
 pub mod plan;
 pub mod ports;
 pub mod profile;

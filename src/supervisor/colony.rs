@@ -38,6 +38,7 @@ pub struct View {
     pub started_at: f64,
     pub generation: u64,
     pub evaluations: u64,
+    pub reload_failures: u64,
     pub loaded_at: f64,
     pub reload_error: Option<ReloadError>,
     pub handles: Vec<InstanceHandle>,
@@ -79,7 +80,18 @@ impl Colony {
         self.view().handles.clone()
     }
 
+    /// The topology's status, with each gateway's CPU share since the last snapshot.
     pub fn snapshot(&self) -> TopologyStatus {
+        self.status(true)
+    }
+
+    /// [`Colony::snapshot`] without CPU shares: for scrapers, which read the CPU time and must
+    /// not shorten the interval `reef status` measures shares over.
+    pub fn sample(&self) -> TopologyStatus {
+        self.status(false)
+    }
+
+    fn status(&self, share: bool) -> TopologyStatus {
         let view = self.view();
         TopologyStatus {
             format: crate::render::JSON_FORMAT,
@@ -88,9 +100,13 @@ impl Colony {
             started_at: view.started_at,
             generation: view.generation,
             evaluations: view.evaluations,
+            reload_failures: view.reload_failures,
             loaded_at: view.loaded_at,
             reload_error: view.reload_error.clone(),
-            instances: self.with_usage(view.handles.iter().map(InstanceHandle::status).collect()),
+            instances: self.with_usage(
+                view.handles.iter().map(InstanceHandle::status).collect(),
+                share,
+            ),
             hooks: {
                 let hooks = self.hook_status.borrow();
                 (hooks.hooks + hooks.timers > 0 || hooks.restarts > 0).then(|| hooks.clone())
@@ -99,8 +115,8 @@ impl Colony {
     }
 
     /// `instances` with the CPU and memory of each running gateway's session (one walk of
-    /// `/proc` for all of them).
-    fn with_usage(&self, mut instances: Vec<InstanceStatus>) -> Vec<InstanceStatus> {
+    /// `/proc` for all of them), and with `share` the CPU share since the last look.
+    fn with_usage(&self, mut instances: Vec<InstanceStatus>, share: bool) -> Vec<InstanceStatus> {
         use crate::host::usage;
         let leaders: Vec<u32> = instances.iter().filter_map(|i| i.pid).collect();
         let usage = usage::of_sessions(&leaders);
@@ -119,11 +135,15 @@ impl Colony {
             }
             let pid = instance.pid.expect("has usage");
             let uptime = instance.started_at.map_or(0.0, |at| unix_now - at);
-            instance.cpu_percent = Some(meter.percent(pid, used.cpu_ticks, uptime, now));
+            if share {
+                instance.cpu_percent = Some(meter.percent(pid, used.cpu_ticks, uptime, now));
+            }
             instance.cpu_seconds = Some(used.cpu_ticks as f64 / usage::ticks_per_second());
             instance.rss_bytes = Some(used.rss_bytes);
         }
-        meter.keep_only(&leaders);
+        if share {
+            meter.keep_only(&leaders);
+        }
         instances
     }
 
@@ -201,6 +221,8 @@ pub struct Owner {
     started_at: f64,
     generation: u64,
     evaluations: u64,
+    /// Reloads that failed (the running topology stayed).
+    reload_failures: u64,
     loaded_at: f64,
     reload_error: Option<ReloadError>,
     view: watch::Sender<Arc<View>>,
@@ -224,6 +246,7 @@ impl Owner {
             started_at: now,
             generation: 1,
             evaluations: 0,
+            reload_failures: 0,
             loaded_at: now,
             reload_error: None,
             handles: parts.members.iter().map(|m| m.handle.clone()).collect(),
@@ -236,6 +259,7 @@ impl Owner {
             started_at: now,
             generation: 1,
             evaluations: 0,
+            reload_failures: 0,
             loaded_at: now,
             reload_error: None,
             view: view_tx,
@@ -258,6 +282,7 @@ impl Owner {
             started_at: self.started_at,
             generation: self.generation,
             evaluations: self.evaluations,
+            reload_failures: self.reload_failures,
             loaded_at: self.loaded_at,
             reload_error: self.reload_error.clone(),
             handles: self
@@ -514,6 +539,7 @@ impl Owner {
     ) -> Option<(JoinHandle<Vec<Member>>, ReloadJob, DiffNames)> {
         if job.apply {
             tracing::error!("reload failed, the running topology is unchanged: {message}");
+            self.reload_failures += 1;
             self.reload_error = Some(ReloadError {
                 message: message.clone(),
                 at: unix_now(),

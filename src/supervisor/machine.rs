@@ -197,6 +197,7 @@ impl Machine {
             cpu_percent: None,
             cpu_seconds: None,
             rss_bytes: None,
+            probe_seconds: None,
             log,
         };
         Machine {

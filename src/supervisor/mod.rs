@@ -138,12 +138,14 @@ pub fn stop_order<'a>(
 }
 
 /// Options of `reef up`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct UpOptions {
     /// Quiet time after the last file event before a reload.
     pub debounce: Duration,
     /// Reload when the script's files change (`--no-watch` turns it off).
     pub watch: bool,
+    /// Where to serve Prometheus metrics (`--metrics`), already bound.
+    pub metrics: Option<std::net::TcpListener>,
 }
 
 /// SIGINT and SIGTERM, counted: the first stops everything, the second hurries, the third
@@ -321,6 +323,9 @@ pub async fn run(
         dirs.socket.clone(),
         colony.clone(),
     ));
+    let metrics = options
+        .metrics
+        .map(|listener| tokio::spawn(crate::metrics::serve(listener, colony.clone())));
     let progress = std::io::stderr()
         .is_terminal()
         .then(|| tokio::spawn(show_progress(colony.clone(), shared.changed.subscribe())));
@@ -363,6 +368,9 @@ pub async fn run(
         .await
         .context("the ledger's writer failed")?;
     server.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     let _ = std::fs::remove_file(&dirs.socket);
     for reply in down {
         let (written, answered) = tokio::sync::oneshot::channel();

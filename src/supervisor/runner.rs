@@ -117,11 +117,41 @@ pub struct InstanceHandle {
     pub name: String,
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<InstanceStatus>,
+    last_probe: Arc<LastProbe>,
+}
+
+/// How long the last probe took: kept beside the status, not in it, so that a probe that
+/// changes nothing else wakes no one.
+#[derive(Debug, Default)]
+struct LastProbe {
+    /// Microseconds plus one; 0 while no probe of the current process has finished.
+    micros: std::sync::atomic::AtomicU64,
+}
+
+impl LastProbe {
+    fn record(&self, took: Option<Duration>) {
+        let value = took.map_or(0, |took| {
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX - 1) + 1
+        });
+        self.micros
+            .store(value, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn seconds(&self) -> Option<f64> {
+        match self.micros.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            plus_one => Some((plus_one - 1) as f64 / 1e6),
+        }
+    }
 }
 
 impl InstanceHandle {
     pub fn status(&self) -> InstanceStatus {
-        self.status.borrow().clone()
+        let mut status = self.status.borrow().clone();
+        if status.pid.is_some() {
+            status.probe_seconds = self.last_probe.seconds();
+        }
+        status
     }
 
     pub fn subscribe(&self) -> watch::Receiver<InstanceStatus> {
@@ -199,7 +229,10 @@ pub fn spawn<H: Host>(
     let (status_tx, status_rx) = watch::channel(machine.status().clone());
     let (commands_tx, commands_rx) = mpsc::channel(8);
     let name = machine.instance().name.clone();
+    let last_probe = Arc::new(LastProbe::default());
     let runner = Runner {
+        last_probe: last_probe.clone(),
+        probe_started: None,
         changes: shared.changed.subscribe(),
         machine,
         host,
@@ -224,6 +257,7 @@ pub fn spawn<H: Host>(
         name,
         commands: commands_tx,
         status: status_rx,
+        last_probe,
     }
 }
 
@@ -241,6 +275,9 @@ struct Runner<H: Host> {
     /// The process exited; its exit was handed to the machine, the reap is pending.
     exited: bool,
     probe: Option<ProbeFuture>,
+    /// When the pending probe was sent.
+    probe_started: Option<Instant>,
+    last_probe: Arc<LastProbe>,
     timer: Option<Instant>,
     hurried: bool,
     /// The reply of the command being handled.
@@ -327,6 +364,8 @@ impl<H: Host> Runner<H> {
             }
             Received::Probe(result) => {
                 self.probe = None;
+                self.last_probe
+                    .record(self.probe_started.take().map(|at| at.elapsed()));
                 if let Some(change) = self.process.as_mut().and_then(|process| process.degraded()) {
                     self.pending = Some(Input::Degraded(change));
                 }
@@ -451,6 +490,7 @@ impl<H: Host> Runner<H> {
                 let port = self.machine.status().ports.gateway;
                 if let Some(process) = self.process.as_mut() {
                     self.probe = Some(Box::pin(process.probe(port, path, expect, timeout)));
+                    self.probe_started = Some(Instant::now());
                 }
                 None
             }
@@ -474,6 +514,7 @@ impl<H: Host> Runner<H> {
             }
             Effect::Reap => {
                 self.probe = None;
+                self.last_probe.record(None);
                 if let Some(process) = self.process.take() {
                     process.reap().await;
                 }

@@ -97,6 +97,10 @@ pub struct InstanceStatus {
     /// Resident memory of the gateway's whole session, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_bytes: Option<u64>,
+    /// How long the last liveness or readiness probe of the running process took, in seconds
+    /// (a failed probe counts as long as it ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_seconds: Option<f64>,
     /// A degraded state the running gateway reported itself (its restart-loop breaker, say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub degraded: Option<super::degraded::Degraded>,
@@ -118,6 +122,9 @@ pub struct TopologyStatus {
     /// Script evaluations since start (file changes, SIGHUP, `reef reload`, `reef diff`), failed
     /// ones included: with the debounce, one burst of writes costs one evaluation.
     pub evaluations: u64,
+    /// Reloads that failed since start (the running topology stayed as it was each time).
+    #[serde(default)]
+    pub reload_failures: u64,
     /// The last reload's error, until a reload succeeds.
     pub reload_error: Option<ReloadError>,
     pub instances: Vec<InstanceStatus>,
