@@ -207,9 +207,27 @@ pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Refresh every second until interrupted.
+    /// Keep the table up to date until interrupted: redrawn as soon as a state changes, and
+    /// every --interval for CPU and memory.
     #[arg(long, conflicts_with = "json")]
     pub watch: bool,
+
+    /// With --watch: seconds between redraws when nothing changes.
+    #[arg(long, value_name = "SECONDS", default_value = "1", requires = "watch", value_parser = parse_interval)]
+    pub interval: std::time::Duration,
+}
+
+/// A positive number of seconds, at least 0.1.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(0.1..=86_400.0).contains(&seconds) {
+        return Err(format!(
+            "{seconds} s is out of range: give 0.1 to 86400 seconds"
+        ));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 #[derive(Debug, Args)]

@@ -763,8 +763,13 @@ fn ask_raw(script: &std::path::Path, request: &Request) -> Result<control::Respo
 fn status(args: StatusArgs) -> Result<Exit> {
     let script = &args.script.script;
     let clear = args.watch && std::io::stdout().is_terminal();
+    let mut changes: Option<StateChanges> = None;
     loop {
         let dirs = dirs_of(script)?;
+        if args.watch && changes.is_none() {
+            // Attached before the table is drawn: no change after it goes unseen.
+            changes = Some(StateChanges::follow(dirs.running_socket()));
+        }
         let response = match control::request(&dirs.running_socket(), &Request::Status) {
             Ok(response) if response.ok => response,
             Ok(response) => anyhow::bail!(
@@ -791,9 +796,74 @@ fn status(args: StatusArgs) -> Result<Exit> {
         if !args.watch {
             return Ok(Exit::Success);
         }
-        std::thread::sleep(std::time::Duration::from_secs(1));
+        let following = changes.as_ref().expect("followed before the first table");
+        if !following.wait(args.interval) {
+            // A reef started again later is followed anew.
+            changes = None;
+        }
         if !clear {
             outln!();
+        }
+    }
+}
+
+/// The running reef's events, followed on a thread of its own: a watcher redraws as soon as
+/// something happens instead of polling reef faster.
+struct StateChanges {
+    events: std::sync::mpsc::Receiver<()>,
+}
+
+impl StateChanges {
+    /// How long after an event to wait for the rest of its burst (a reload that restarts many
+    /// gateways), so that one redraw shows them all.
+    const GATHER: std::time::Duration = std::time::Duration::from_millis(25);
+
+    /// How long to wait for reef to start streaming before drawing anyway.
+    const ATTACH: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// Follows the events of the reef on `socket`; returns once they stream (or could not).
+    fn follow(socket: std::path::PathBuf) -> StateChanges {
+        let (send, events) = std::sync::mpsc::sync_channel(1);
+        let (attached_tx, attached) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("events".into())
+            .spawn(move || {
+                let _ = control::events(
+                    &socket,
+                    move || {
+                        let _ = attached_tx.send(());
+                    },
+                    // A full channel already holds a wake-up.
+                    |_| {
+                        !matches!(
+                            send.try_send(()),
+                            Err(std::sync::mpsc::TrySendError::Disconnected(_))
+                        )
+                    },
+                );
+            });
+        if spawned.is_err() {
+            tracing::debug!("cannot follow reef's events; redrawing every interval only");
+        }
+        let _ = attached.recv_timeout(Self::ATTACH);
+        StateChanges { events }
+    }
+
+    /// Returns after `refresh`, or soon after the next event; `false` once the stream is gone
+    /// (reef stopped, or could not be followed).
+    fn wait(&self, refresh: std::time::Duration) -> bool {
+        use std::sync::mpsc::RecvTimeoutError;
+        match self.events.recv_timeout(refresh) {
+            Ok(()) => {
+                std::thread::sleep(Self::GATHER);
+                while self.events.try_recv().is_ok() {}
+                true
+            }
+            Err(RecvTimeoutError::Timeout) => true,
+            Err(RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(refresh);
+                false
+            }
         }
     }
 }

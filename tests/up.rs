@@ -534,6 +534,52 @@ fn logs_without_a_name_interleave_every_gateway_prefixed() {
     assert_eq!(up.stop_with(Signal::SIGTERM), 0, "{}", up.proc.output());
 }
 
+/// `reef status --watch` follows reef's events: with an interval of an hour, only a state
+/// change can bring the next table.
+#[test]
+fn status_watch_redraws_when_a_state_changes() {
+    let (main, rescue) = (claim(), claim());
+    let sandbox = Sandbox::pair(&main, &rescue, &[]);
+    let mut up = sandbox.up();
+    up.wait_all_ready();
+    let watch = Proc::spawn(
+        sandbox.command(&["status", "--watch", "--interval", "3600", sandbox.script()]),
+        &sandbox.outputs,
+        "reef status --watch",
+    );
+    let tables = |text: &str| text.matches("NAME").count();
+    let deadline = Instant::now() + DEADLINE;
+    while tables(&watch.stdout()) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no first table{}",
+            watch.output()
+        );
+        std::thread::sleep(POLL);
+    }
+    let stop = sandbox.run(&["stop", "rescue", sandbox.script()]);
+    assert_eq!(stop.code, 0, "{stop}");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let text = watch.stdout();
+        let last = text.rsplit("NAME").next().unwrap_or_default();
+        if last
+            .lines()
+            .any(|l| l.contains("rescue") && l.contains("stopped"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stop was not redrawn{}",
+            watch.output()
+        );
+        std::thread::sleep(POLL);
+    }
+    drop(watch);
+    assert_eq!(up.stop_with(Signal::SIGTERM), 0, "{}", up.proc.output());
+}
+
 #[test]
 fn events_stream_what_happens_from_the_moment_a_client_attaches() {
     let (main, rescue) = (claim(), claim());

@@ -82,31 +82,48 @@ fn parse_stat(stat: &str) -> Option<Stat> {
 }
 
 /// Turns CPU time into a share of one core between looks: the first look at a gateway gives
-/// its average since it started.
+/// its average since it started. Looks closer together than [`CpuMeter::WINDOW`] give the last
+/// share again, so that many clients, or one that asks on every event, neither see the noise of
+/// a few clock ticks nor shorten each other's window.
 #[derive(Debug, Default)]
 pub struct CpuMeter {
-    last: HashMap<u32, (u64, Instant)>,
+    /// Per session leader: the CPU ticks and time of the window's start, and the last share.
+    last: HashMap<u32, (u64, Instant, f64)>,
 }
 
 impl CpuMeter {
+    /// The shortest window a share is measured over.
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_millis(900);
+
     /// The CPU share (100 = one core) of the session led by `leader`, which has used
-    /// `cpu_ticks` so far and has run for `uptime` seconds. Forgets leaders not in `alive`.
+    /// `cpu_ticks` so far and has run for `uptime` seconds.
     pub fn percent(&mut self, leader: u32, cpu_ticks: u64, uptime: f64, now: Instant) -> f64 {
         let per_second = ticks_per_second();
-        let percent = match self.last.get(&leader) {
-            Some(&(ticks, at)) if now > at && cpu_ticks >= ticks => {
-                let elapsed = now.duration_since(at).as_secs_f64();
-                (cpu_ticks - ticks) as f64 / per_second / elapsed * 100.0
+        let since_start = || {
+            if uptime > 0.0 {
+                cpu_ticks as f64 / per_second / uptime * 100.0
+            } else {
+                0.0
             }
-            _ if uptime > 0.0 => cpu_ticks as f64 / per_second / uptime * 100.0,
-            _ => 0.0,
         };
-        self.last.insert(leader, (cpu_ticks, now));
-        (percent * 10.0).round() / 10.0
+        let percent = match self.last.get(&leader) {
+            Some(&(ticks, at, share)) if cpu_ticks >= ticks => {
+                let elapsed = now.saturating_duration_since(at);
+                if elapsed < Self::WINDOW {
+                    return share;
+                }
+                (cpu_ticks - ticks) as f64 / per_second / elapsed.as_secs_f64() * 100.0
+            }
+            _ => since_start(),
+        };
+        let percent = (percent * 10.0).round() / 10.0;
+        self.last.insert(leader, (cpu_ticks, now, percent));
+        percent
     }
 
     /// Drops what is kept of sessions no longer running.
     pub fn keep_only(&mut self, alive: &[u32]) {
+        let alive: std::collections::HashSet<u32> = alive.iter().copied().collect();
         self.last.retain(|leader, _| alive.contains(leader));
     }
 }
@@ -177,6 +194,12 @@ mod tests {
         // Then: one more second of CPU in two seconds.
         let later = start + std::time::Duration::from_secs(2);
         assert_eq!(meter.percent(7, 3 * hz, 6.0, later), 50.0);
+        // A look within the window repeats the last share, whatever a few ticks say.
+        let soon = later + std::time::Duration::from_millis(30);
+        assert_eq!(meter.percent(7, 3 * hz + 3, 6.03, soon), 50.0);
+        // The next window starts where the last one ended: 0.5 s of CPU in 1 s.
+        let next = later + std::time::Duration::from_secs(1);
+        assert_eq!(meter.percent(7, 3 * hz + hz / 2, 7.0, next), 50.0);
         meter.keep_only(&[]);
         assert!(meter.last.is_empty());
     }
