@@ -153,10 +153,7 @@ pub fn follow_dir(
             for source in list() {
                 if !known.iter().any(|k| k.name == source.name) {
                     // A gateway started after us: from its beginning.
-                    state.push(Followed {
-                        offset: 0,
-                        partial: Vec::new(),
-                    });
+                    state.push(Followed::from_start());
                     known.push(source);
                     prefixer = Prefixer::new(&known, colour);
                 }
@@ -168,18 +165,101 @@ pub fn follow_dir(
     }
 }
 
-/// Where one source is read from, and its unfinished last line.
+/// Where one source is read from, its unfinished last line, and the last bytes read (to find
+/// the place again in the copy a rotation made).
 struct Followed {
     offset: u64,
     partial: Vec<u8>,
+    context: Vec<u8>,
+    /// The log's modification time at the last look.
+    modified: Option<std::time::SystemTime>,
 }
+
+/// How many of the last bytes read are kept to find the place again after a rotation.
+const CONTEXT: usize = 128;
+/// At most this much of one source is read per round, so that memory stays bounded whatever a
+/// gateway writes; the next round comes at once.
+const READ_AT_MOST: u64 = 4 << 20;
 
 impl Followed {
     fn at_end(source: &Source) -> Followed {
+        let offset = std::fs::metadata(&source.log).map(|m| m.len()).unwrap_or(0);
+        // The bytes before the end, so that a rotation right away loses nothing either.
+        let context = std::fs::File::open(&source.log)
+            .and_then(|mut file| {
+                let from = offset.saturating_sub(CONTEXT as u64);
+                file.seek(SeekFrom::Start(from))?;
+                let mut context = Vec::new();
+                file.take(offset - from).read_to_end(&mut context)?;
+                Ok(context)
+            })
+            .unwrap_or_default();
         Followed {
-            offset: std::fs::metadata(&source.log).map(|m| m.len()).unwrap_or(0),
+            offset,
             partial: Vec::new(),
+            context,
+            modified: None,
         }
+    }
+
+    fn from_start() -> Followed {
+        Followed {
+            offset: 0,
+            partial: Vec::new(),
+            context: Vec::new(),
+            modified: None,
+        }
+    }
+
+    /// Whether the bytes before `offset` in `file` are still the last ones read: a log that was
+    /// rotated and grew past the old offset again between two looks is not.
+    fn still_there(&self, file: &mut std::fs::File) -> bool {
+        let length = self.context.len().min(self.offset as usize);
+        if length == 0 {
+            return true;
+        }
+        let mut found = vec![0; length];
+        let read = file
+            .seek(SeekFrom::Start(self.offset - length as u64))
+            .and_then(|_| file.read_exact(&mut found));
+        read.is_err() || found == self.context[self.context.len() - length..]
+    }
+
+    fn consumed(&mut self, bytes: &[u8]) {
+        self.offset += bytes.len() as u64;
+        self.partial.extend_from_slice(bytes);
+        if bytes.len() >= CONTEXT {
+            self.context.clear();
+            self.context
+                .extend_from_slice(&bytes[bytes.len() - CONTEXT..]);
+        } else {
+            self.context.extend_from_slice(bytes);
+            let extra = self.context.len().saturating_sub(CONTEXT);
+            self.context.drain(..extra);
+        }
+    }
+}
+
+/// After `log` shrank under a follower: what was written after the follower's last read and
+/// before the rotation, found in the copy the rotation made (`log.1`, which holds the rotated
+/// log's newest bytes up to the truncation) after the last bytes the follower read. Empty when
+/// the place cannot be found (a log truncated by hand, or rotated twice since).
+fn missed_by_rotation(log: &std::path::Path, followed: &Followed) -> Vec<u8> {
+    if followed.context.is_empty() {
+        return Vec::new();
+    }
+    let mut copy = log.as_os_str().to_os_string();
+    copy.push(".1");
+    let Ok(copy) = std::fs::read(copy) else {
+        return Vec::new();
+    };
+    let context = &followed.context;
+    match copy
+        .windows(context.len())
+        .rposition(|window| window == context.as_slice())
+    {
+        Some(at) => copy[at + context.len()..].to_vec(),
+        None => Vec::new(),
     }
 }
 
@@ -197,7 +277,7 @@ pub fn follow(
     }
 }
 
-/// Prints the complete new lines of every source; whether there were any.
+/// Prints the complete new lines of every source, in one write; whether there were any.
 fn read_new(
     sources: &[Source],
     state: &mut [Followed],
@@ -205,47 +285,59 @@ fn read_new(
     out: &mut impl Write,
 ) -> std::io::Result<bool> {
     let mut buffer = Vec::new();
-    let mut wrote = false;
+    let mut printed = Vec::new();
+    let mut clock: Option<String> = None;
     for (index, (source, followed)) in sources.iter().zip(state.iter_mut()).enumerate() {
         let Ok(mut file) = std::fs::File::open(&source.log) else {
             continue;
         };
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if size < followed.offset {
-            // Rotated or truncated: start over.
+        let metadata = file.metadata().ok();
+        let size = metadata.as_ref().map_or(0, std::fs::Metadata::len);
+        let modified = metadata.and_then(|m| m.modified().ok());
+        // A log written since the last look may have been rotated, even back to the same size.
+        let written = size > followed.offset || modified != followed.modified;
+        followed.modified = modified;
+        if size < followed.offset || (written && !followed.still_there(&mut file)) {
+            // Rotated (or truncated): first what came between the last read and the rotation.
+            let missed = missed_by_rotation(&source.log, followed);
+            followed.consumed(&missed);
             followed.offset = 0;
-            followed.partial.clear();
         }
-        if size == followed.offset {
-            continue;
+        if size > followed.offset {
+            buffer.clear();
+            file.seek(SeekFrom::Start(followed.offset))?;
+            file.take((size - followed.offset).min(READ_AT_MOST))
+                .read_to_end(&mut buffer)?;
+            followed.consumed(&buffer);
         }
-        buffer.clear();
-        file.seek(SeekFrom::Start(followed.offset))?;
-        file.take(size - followed.offset).read_to_end(&mut buffer)?;
-        followed.offset += buffer.len() as u64;
-        followed.partial.extend_from_slice(&buffer);
         let complete = match followed.partial.iter().rposition(|&b| b == b'\n') {
             Some(end) => end + 1,
             None if followed.partial.len() > MAX_LINE => followed.partial.len(),
             None => continue,
         };
-        let lines: Vec<u8> = followed.partial.drain(..complete).collect();
-        let clock = local_clock();
-        for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let clock = clock.get_or_insert_with(local_clock);
+        let prefix = prefixer.prefix(index, &source.name);
+        for line in followed.partial[..complete]
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+        {
             let line = String::from_utf8_lossy(line);
-            let prefix = prefixer.prefix(index, &source.name);
-            if has_timestamp(&line) {
-                writeln!(out, "{prefix}{line}")?;
-            } else {
-                writeln!(out, "{prefix}{clock}~ {line}")?;
+            printed.extend_from_slice(prefix.as_bytes());
+            if !has_timestamp(&line) {
+                printed.extend_from_slice(clock.as_bytes());
+                printed.extend_from_slice(b"~ ");
             }
+            printed.extend_from_slice(line.as_bytes());
+            printed.push(b'\n');
         }
-        wrote = true;
+        followed.partial.drain(..complete);
     }
-    if wrote {
-        out.flush()?;
+    if printed.is_empty() {
+        return Ok(false);
     }
-    Ok(wrote)
+    out.write_all(&printed)?;
+    out.flush()?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -325,5 +417,99 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "a  | two\na  | three\nbb | uno\n"
         );
+    }
+
+    /// Lines `from..to` as a gateway writes them, with no time of their own.
+    fn numbered(from: u32, to: u32) -> String {
+        (from..to).map(|n| format!("line {n:05}\n")).collect()
+    }
+
+    fn append(log: &std::path::Path, text: &str) {
+        let mut file = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// The numbers of the lines printed, prefixes and read-time markers stripped.
+    fn printed_numbers(out: &[u8]) -> Vec<u32> {
+        String::from_utf8_lossy(out)
+            .lines()
+            .map(|line| {
+                let number = line.rsplit("line ").next().unwrap();
+                number.parse().unwrap_or_else(|_| panic!("{line:?}"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn following_across_rotations_loses_and_repeats_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("main.log");
+        std::fs::write(&log, numbered(0, 100)).unwrap();
+        let sources = [Source {
+            name: "main".into(),
+            log: log.clone(),
+        }];
+        let prefixer = Prefixer::new(&sources, false);
+        let mut state: Vec<Followed> = sources.iter().map(Followed::at_end).collect();
+        let mut out = Vec::new();
+        let mut next = 100;
+        for round in 0..20 {
+            // Lines the follower reads, then lines it only sees after the rotation (in `.1`),
+            // then lines of the fresh log; every few rounds, two rotations in one go.
+            append(&log, &numbered(next, next + 37));
+            read_new(&sources, &mut state, &prefixer, &mut out).unwrap();
+            append(&log, &numbered(next + 37, next + 50));
+            assert!(crate::supervisor::logs::rotate_if_large(&log, 500, 2).unwrap());
+            append(&log, &numbered(next + 50, next + 60));
+            next += 60;
+            if round % 5 == 4 {
+                // A partial line across the rotation.
+                append(&log, "line 0");
+                read_new(&sources, &mut state, &prefixer, &mut out).unwrap();
+                append(&log, &format!("{next:04}\n"));
+                next += 1;
+            }
+        }
+        read_new(&sources, &mut state, &prefixer, &mut out).unwrap();
+        assert_eq!(printed_numbers(&out), (100..next).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_rotated_log_that_grew_past_the_old_place_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("main.log");
+        std::fs::write(&log, numbered(0, 10)).unwrap();
+        let sources = [Source {
+            name: "main".into(),
+            log: log.clone(),
+        }];
+        let prefixer = Prefixer::new(&sources, false);
+        let mut state: Vec<Followed> = sources.iter().map(Followed::at_end).collect();
+        let mut out = Vec::new();
+        append(&log, &numbered(10, 20));
+        read_new(&sources, &mut state, &prefixer, &mut out).unwrap();
+        append(&log, &numbered(20, 25));
+        assert!(crate::supervisor::logs::rotate_if_large(&log, 200, 2).unwrap());
+        // Longer than everything before: the size alone would not show the rotation.
+        append(&log, &numbered(25, 60));
+        read_new(&sources, &mut state, &prefixer, &mut out).unwrap();
+        assert_eq!(printed_numbers(&out), (10..60).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_log_truncated_by_hand_is_read_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("main.log");
+        std::fs::write(&log, numbered(0, 10)).unwrap();
+        let sources = [Source {
+            name: "main".into(),
+            log: log.clone(),
+        }];
+        let prefixer = Prefixer::new(&sources, false);
+        let mut state: Vec<Followed> = sources.iter().map(Followed::at_end).collect();
+        let mut out = Vec::new();
+        std::fs::write(&log, numbered(50, 52)).unwrap();
+        read_new(&sources, &mut state, &prefixer, &mut out).unwrap();
+        assert_eq!(printed_numbers(&out), [50, 51]);
     }
 }

@@ -160,6 +160,9 @@ pub fn rotate_all(logs: &[PathBuf]) {
     }
 }
 
+/// How many times a rotation copies what was written during its copy before truncating.
+const COPY_ROUNDS: u32 = 8;
+
 /// Rotates `log` when it is larger than `limit`: shifts `.1`..`.keep` up one (the oldest goes),
 /// copies the newest `limit` bytes of the log to a fresh `.1`, then truncates the log in place.
 /// With `keep` 0 the log is only truncated. Returns whether it rotated; a missing log is not an
@@ -207,10 +210,22 @@ pub fn rotate_if_large(log: &Path, limit: u64, keep: u32) -> io::Result<bool> {
             Mode::from_raw_mode(0o600),
         )?);
         // Measured again: the newest bytes are the ones worth keeping.
-        let end = file.metadata()?.len();
+        let mut end = file.metadata()?.len();
         let mut source = &file;
         source.seek(SeekFrom::Start(end.saturating_sub(limit)))?;
         io::copy(&mut source.take(limit), &mut temp)?;
+        // What the gateway wrote during the copy goes along too, until the log holds still (a
+        // few rounds at most: each copies only what came during the last), so the truncation
+        // below drops next to nothing of it.
+        for _ in 0..COPY_ROUNDS {
+            let now = file.metadata()?.len();
+            if now <= end {
+                break;
+            }
+            source.seek(SeekFrom::Start(end))?;
+            io::copy(&mut source.take(now - end), &mut temp)?;
+            end = now;
+        }
         drop(temp);
         rustix::fs::renameat(&dir, &temp_name, &dir, numbered(1))?;
     }
