@@ -331,6 +331,10 @@ pub fn event_text(event: &serde_json::Value) -> String {
         })
         .map(|(key, value)| match value {
             serde_json::Value::String(text) => format!("{key}={text}"),
+            // Durations (`after`, `delay`) read as people write them.
+            serde_json::Value::Number(number) if number.is_f64() => {
+                format!("{key}={:.2}s", number.as_f64().unwrap_or_default())
+            }
             other => format!("{key}={other}"),
         })
         .collect();
