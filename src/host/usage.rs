@@ -31,32 +31,104 @@ fn page_size() -> u64 {
 
 /// Sums `/proc/PID/stat` of every process by session, for the sessions in `leaders`.
 pub fn of_sessions(leaders: &[u32]) -> HashMap<u32, Usage> {
-    let mut usage: HashMap<u32, Usage> = leaders.iter().map(|&l| (l, Usage::default())).collect();
+    walk(leaders)
+        .into_iter()
+        .map(|(l, (u, _))| (l, u))
+        .collect()
+}
+
+/// One walk of `/proc`: per session in `leaders`, its usage and its processes.
+fn walk(leaders: &[u32]) -> HashMap<u32, (Usage, Vec<u32>)> {
+    let mut found: HashMap<u32, (Usage, Vec<u32>)> = leaders
+        .iter()
+        .map(|&l| (l, (Usage::default(), Vec::new())))
+        .collect();
     if leaders.is_empty() {
-        return usage;
+        return found;
     }
     let page = page_size();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return usage;
+        return found;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Some(parsed) = read_stat(pid) else {
             continue;
         };
-        let Some(parsed) = parse_stat(&stat) else {
-            continue;
-        };
-        if let Some(total) = usage.get_mut(&parsed.session) {
-            total.cpu_ticks += parsed.cpu_ticks;
-            total.rss_bytes += parsed.rss_pages * page;
-            total.processes += 1;
+        if let Some((total, pids)) = found.get_mut(&parsed.session) {
+            total.add(&parsed, page);
+            pids.push(pid);
         }
     }
-    usage
+    found
+}
+
+fn read_stat(pid: u32) -> Option<Stat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat)
+}
+
+impl Usage {
+    fn add(&mut self, stat: &Stat, page: u64) {
+        self.cpu_ticks += stat.cpu_ticks;
+        self.rss_bytes += stat.rss_pages * page;
+        self.processes += 1;
+    }
+}
+
+/// Samples sessions cheaply: one walk of all of `/proc` finds each session's processes (at the
+/// first sample, when a session is new, and every [`Sampler::REWALK`] for workers started
+/// since); the samples between read only those processes. On a host with hundreds of other
+/// processes, a sample of 50 gateways then costs 50 reads instead of a walk of them all.
+#[derive(Debug, Default)]
+pub struct Sampler {
+    /// Per session leader, its processes (the leader included).
+    members: HashMap<u32, Vec<u32>>,
+    walked: Option<Instant>,
+}
+
+impl Sampler {
+    /// How often the whole of `/proc` is walked again for processes a gateway started since.
+    pub const REWALK: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// What each session in `leaders` uses now.
+    pub fn sample(&mut self, leaders: &[u32], now: Instant) -> HashMap<u32, Usage> {
+        let due = self
+            .walked
+            .is_none_or(|at| now.saturating_duration_since(at) >= Self::REWALK);
+        let unknown = leaders.iter().any(|l| !self.members.contains_key(l));
+        if due || unknown {
+            let found = walk(leaders);
+            self.walked = Some(now);
+            self.members = found
+                .iter()
+                .map(|(&leader, (_, pids))| (leader, pids.clone()))
+                .collect();
+            return found.into_iter().map(|(l, (u, _))| (l, u)).collect();
+        }
+        let page = page_size();
+        let mut usage = HashMap::with_capacity(leaders.len());
+        for &leader in leaders {
+            let mut total = Usage::default();
+            if let Some(pids) = self.members.get_mut(&leader) {
+                // A process that ended, or a pid reused outside the session, is dropped.
+                pids.retain(|&pid| match read_stat(pid) {
+                    Some(stat) if stat.session == leader => {
+                        total.add(&stat, page);
+                        true
+                    }
+                    _ => false,
+                });
+            }
+            usage.insert(leader, total);
+        }
+        let current: std::collections::HashSet<u32> = leaders.iter().copied().collect();
+        self.members.retain(|leader, _| current.contains(leader));
+        usage
+    }
 }
 
 struct Stat {
@@ -79,6 +151,35 @@ fn parse_stat(stat: &str) -> Option<Stat> {
         cpu_ticks: fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?,
         rss_pages: fields.get(21)?.parse().ok()?,
     })
+}
+
+/// The last sample of the gateways' CPU and memory, shared by every client: however many
+/// watch, the processes are read at most once per [`UsageCache::FRESH`].
+#[derive(Debug, Default)]
+pub struct UsageCache {
+    sampler: Sampler,
+    pub meter: CpuMeter,
+    last: Option<(std::time::Instant, Vec<u32>, HashMap<u32, Usage>)>,
+}
+
+impl UsageCache {
+    /// How long a sample serves: a client refreshing every second reads the processes every
+    /// other time.
+    const FRESH: std::time::Duration = std::time::Duration::from_millis(1900);
+
+    /// Usage of the sessions led by `leaders` (in this order), and when it was read.
+    pub fn sample(&mut self, leaders: &[u32]) -> (std::time::Instant, HashMap<u32, Usage>) {
+        let now = std::time::Instant::now();
+        if let Some((at, sampled, usage)) = &self.last
+            && now.saturating_duration_since(*at) < Self::FRESH
+            && sampled == leaders
+        {
+            return (*at, usage.clone());
+        }
+        let usage = self.sampler.sample(leaders, now);
+        self.last = Some((now, leaders.to_vec(), usage.clone()));
+        (now, usage)
+    }
 }
 
 /// Turns CPU time into a share of one core between looks: the first look at a gateway gives
@@ -182,6 +283,62 @@ mod tests {
             assert!(usage.processes >= 2, "{usage:?}");
             assert!(usage.rss_bytes > 0, "{usage:?}");
         }
+    }
+
+    #[test]
+    fn the_sampler_reads_only_known_processes_between_walks() {
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new("sh");
+        command.args(["-c", "sleep 30 & exec sleep 30"]);
+        // SAFETY: setsid is async-signal-safe; the forked child is never a group leader.
+        unsafe {
+            command.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().unwrap();
+        let leader = child.id();
+        let start = Instant::now();
+        let deadline = start + std::time::Duration::from_secs(5);
+        // Until the shell has started its background sleep (a new sampler walks each time).
+        let (mut sampler, first) = loop {
+            let mut fresh = Sampler::default();
+            let usage = fresh.sample(&[leader], start)[&leader];
+            if usage.processes >= 2 || Instant::now() > deadline {
+                break (fresh, usage);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert_eq!(first.processes, 2, "{first:?}");
+        let members = sampler.members[&leader].clone();
+        assert_eq!(members.len(), 2, "{members:?}");
+        // Between walks the known processes are read again; one that ends is dropped (as a
+        // zombie until its parent, init, reaps it, it no longer counts).
+        let background = *members.iter().find(|&&pid| pid != leader).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(background as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let later = start + std::time::Duration::from_secs(1);
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let mut usage = sampler.sample(&[leader], later)[&leader];
+        while usage.processes != 1 && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            usage = sampler.sample(&[leader], later)[&leader];
+        }
+        assert_eq!(usage.processes, 1, "{usage:?}");
+        assert_eq!(sampler.walked, Some(start), "no walk before REWALK");
+        // A session never seen is found by a walk.
+        let unknown = sampler.sample(&[leader, u32::MAX - 1], later);
+        assert_eq!(unknown[&(u32::MAX - 1)].processes, 0);
+        assert_eq!(sampler.walked, Some(later));
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(leader as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub struct Colony {
     view: watch::Receiver<Arc<View>>,
     events: broadcast::Sender<Event>,
     hook_status: watch::Receiver<automation::HookHostStatus>,
-    cpu: Arc<std::sync::Mutex<crate::host::usage::CpuMeter>>,
+    usage: Arc<std::sync::Mutex<crate::host::usage::UsageCache>>,
 }
 
 impl Colony {
@@ -119,15 +119,14 @@ impl Colony {
     fn with_usage(&self, mut instances: Vec<InstanceStatus>, share: bool) -> Vec<InstanceStatus> {
         use crate::host::usage;
         let leaders: Vec<u32> = instances.iter().filter_map(|i| i.pid).collect();
-        let usage = usage::of_sessions(&leaders);
-        let now = std::time::Instant::now();
         let unix_now = crate::host::identity::unix_now();
-        let mut meter = self
-            .cpu
+        let mut cache = self
+            .usage
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (sampled_at, sampled) = cache.sample(&leaders);
         for instance in &mut instances {
-            let Some(used) = instance.pid.and_then(|pid| usage.get(&pid)) else {
+            let Some(used) = instance.pid.and_then(|pid| sampled.get(&pid)) else {
                 continue;
             };
             if used.processes == 0 {
@@ -136,13 +135,14 @@ impl Colony {
             let pid = instance.pid.expect("has usage");
             let uptime = instance.started_at.map_or(0.0, |at| unix_now - at);
             if share {
-                instance.cpu_percent = Some(meter.percent(pid, used.cpu_ticks, uptime, now));
+                instance.cpu_percent =
+                    Some(cache.meter.percent(pid, used.cpu_ticks, uptime, sampled_at));
             }
             instance.cpu_seconds = Some(used.cpu_ticks as f64 / usage::ticks_per_second());
             instance.rss_bytes = Some(used.rss_bytes);
         }
         if share {
-            meter.keep_only(&leaders);
+            cache.meter.keep_only(&leaders);
         }
         instances
     }
@@ -271,7 +271,7 @@ impl Owner {
             view: view_rx,
             events,
             hook_status,
-            cpu: Arc::default(),
+            usage: Arc::default(),
         };
         (owner, colony)
     }
