@@ -15,7 +15,8 @@
 //!
 //! The loop also wakes every [`LOG_TICK`] to `stat` the selected gateway's log and read what
 //! was appended ([`tail`]). The terminal is restored (raw mode off, alternate screen left,
-//! cursor shown) however the loop ends: quit, error or panic.
+//! cursor shown) however the loop ends: quit, signal, error, or a panic in any of its threads
+//! (after which the loop ends too).
 
 pub mod app;
 pub mod tail;
@@ -139,6 +140,11 @@ fn event_loop(
     let mut tail: Option<LogTail> = None;
     let mut dirty = true;
     loop {
+        // A thread panicked and its hook gave the terminal back: drawing on would scribble
+        // over the shell's screen.
+        if !TAKEN.load(Ordering::SeqCst) {
+            anyhow::bail!("reef top stopped after an internal error (above)");
+        }
         // Follow the selected gateway's log: another gateway selected, another file.
         if tail.as_ref().map(LogTail::path) != app.selected_log() {
             let (opened, lines) = match app.selected_log() {

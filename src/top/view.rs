@@ -156,68 +156,115 @@ fn state_text(instance: &InstanceStatus) -> String {
     }
 }
 
-fn row<'a>(app: &App, instance: &'a InstanceStatus) -> Row<'a> {
+/// The gateways table's columns, in order: heading, narrowest width (so that a value that
+/// changes every second does not shift the columns after it), and rank among the columns
+/// dropped when the terminal is too narrow for all of them (0: never; the highest goes first):
+/// a truncated name helps nobody, a missing CDP range is in `reef status` and `reef plan`.
+const COLUMNS: [(&str, u16, u8); 12] = [
+    ("NAME", 4, 0),
+    ("STATE", 9, 0),
+    ("HEALTH", 7, 5),
+    ("PID", 6, 0),
+    ("CPU", 6, 3),
+    ("MEM", 8, 4),
+    ("RESTARTS", 8, 0),
+    ("UPTIME", 6, 2),
+    ("PORT", 5, 0),
+    ("CONTROL", 7, 7),
+    ("CDP", 11, 8),
+    ("NOTE", 4, 6),
+];
+
+/// The table's spacing between columns.
+const SPACING: u16 = 2;
+
+/// One row's cells, a text for each of [`COLUMNS`].
+fn cells(app: &App, instance: &InstanceStatus) -> [String; 12] {
     let ports = &instance.ports;
     let health = match instance.healthy {
         Some(true) => "ok",
         Some(false) => "failing",
         None => "-",
     };
-    Row::new(vec![
-        Cell::from(instance.name.as_str()),
-        Cell::from(state_text(instance)).style(paint(app, state_colour(instance.state))),
-        Cell::from(health),
-        Cell::from(or_dash(instance.pid, |pid| pid.to_string())),
-        Cell::from(or_dash(instance.cpu_percent, |cpu| format!("{cpu:.1}%"))),
-        Cell::from(or_dash(instance.rss_bytes, crate::host::usage::bytes_text)),
-        Cell::from(instance.restarts.to_string()),
-        Cell::from(or_dash(instance.started_at, |at| {
-            duration_text(app.now - at)
-        })),
-        Cell::from(ports.gateway.to_string()),
-        Cell::from(ports.browser_control.to_string()),
-        Cell::from(format!("{}-{}", ports.cdp_first, ports.cdp_last)),
-        Cell::from(note(instance).unwrap_or_default()),
-    ])
+    [
+        instance.name.clone(),
+        state_text(instance),
+        health.to_owned(),
+        or_dash(instance.pid, |pid| pid.to_string()),
+        or_dash(instance.cpu_percent, |cpu| format!("{cpu:.1}%")),
+        or_dash(instance.rss_bytes, crate::host::usage::bytes_text),
+        instance.restarts.to_string(),
+        or_dash(instance.started_at, |at| duration_text(app.now - at)),
+        ports.gateway.to_string(),
+        ports.browser_control.to_string(),
+        format!("{}-{}", ports.cdp_first, ports.cdp_last),
+        note(instance).unwrap_or_default(),
+    ]
 }
 
 fn draw_table(frame: &mut Frame, app: &App, area: Rect) {
-    // The widest cell of a column, or its heading.
-    let widest = |heading: &str, cell: &dyn Fn(&InstanceStatus) -> String| {
-        app.instances()
-            .iter()
-            .map(|instance| cell(instance).chars().count())
-            .chain([heading.chars().count()])
-            .max()
-            .unwrap_or_default() as u16
-    };
-    let widths = [
-        Constraint::Length(widest("NAME", &|i| i.name.clone())),
-        Constraint::Length(widest("STATE", &state_text)),
-        Constraint::Length(7),
-        Constraint::Length(widest("PID", &|i| or_dash(i.pid, |pid| pid.to_string()))),
-        Constraint::Length(6),
-        Constraint::Length(8),
-        Constraint::Length(8),
-        Constraint::Length(6),
-        Constraint::Length(5),
-        Constraint::Length(7),
-        Constraint::Length(11),
-        Constraint::Fill(1),
-    ];
-    let header = Row::new([
-        "NAME", "STATE", "HEALTH", "PID", "CPU", "MEM", "RESTARTS", "UPTIME", "PORT", "CONTROL",
-        "CDP", "NOTE",
-    ])
-    .style(Style::default().add_modifier(Modifier::BOLD));
-    let rows: Vec<Row> = app
+    let rows: Vec<[String; 12]> = app
         .instances()
         .iter()
-        .map(|instance| row(app, instance))
+        .map(|instance| cells(app, instance))
         .collect();
-    let table = Table::new(rows, widths)
+    // Each column as wide as its widest cell or heading; the note takes what is left.
+    let mut widths: Vec<u16> = COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(index, (_, narrowest, _))| {
+            rows.iter()
+                .map(|cells| cells[index].chars().count() as u16)
+                .fold(*narrowest, u16::max)
+        })
+        .collect();
+    let note = COLUMNS.len() - 1;
+    widths[note] = 4;
+    // Borders and the selection mark.
+    let room = area.width.saturating_sub(4);
+    let mut shown: Vec<usize> = (0..COLUMNS.len()).collect();
+    let needed = |shown: &[usize]| {
+        shown.iter().map(|&i| widths[i]).sum::<u16>()
+            + SPACING * (shown.len() as u16).saturating_sub(1)
+    };
+    while needed(&shown) > room {
+        let Some(position) = (0..shown.len())
+            .filter(|&p| COLUMNS[shown[p]].2 > 0)
+            .max_by_key(|&p| COLUMNS[shown[p]].2)
+        else {
+            break;
+        };
+        shown.remove(position);
+    }
+    let constraints: Vec<Constraint> = shown
+        .iter()
+        .map(|&i| {
+            if i == note {
+                Constraint::Fill(1)
+            } else {
+                Constraint::Length(widths[i])
+            }
+        })
+        .collect();
+    let header = Row::new(shown.iter().map(|&i| COLUMNS[i].0))
+        .style(Style::default().add_modifier(Modifier::BOLD));
+    let table_rows = app
+        .instances()
+        .iter()
+        .zip(rows)
+        .map(|(instance, mut cells)| {
+            Row::new(shown.iter().map(|&i| {
+                let cell = Cell::from(std::mem::take(&mut cells[i]));
+                if i == 1 {
+                    cell.style(paint(app, state_colour(instance.state)))
+                } else {
+                    cell
+                }
+            }))
+        });
+    let table = Table::new(table_rows, constraints)
         .header(header)
-        .column_spacing(2)
+        .column_spacing(SPACING)
         .block(Block::bordered().title(" gateways "))
         .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED))
         .highlight_symbol("> ");
@@ -428,6 +475,25 @@ mod tests {
         assert_eq!(state_style(&app), Color::Reset);
         app.colour = true;
         assert_eq!(state_style(&app), Color::Green);
+    }
+
+    #[test]
+    fn a_narrow_terminal_drops_columns_before_it_cuts_names() {
+        let mut app = colony();
+        app.topology.instances[2].name = "team-alpha-west".into();
+        let text = screen(&app, 80, 16);
+        let header = text.lines().nth(2).unwrap();
+        let headings: Vec<&str> = header
+            .split(|c: char| c.is_whitespace() || c == '│')
+            .filter(|word| !word.is_empty())
+            .collect();
+        // The ports beyond the gateway's, the note and health go first.
+        assert_eq!(
+            headings,
+            ["NAME", "STATE", "PID", "CPU", "RESTARTS", "UPTIME", "PORT"],
+            "{text}"
+        );
+        assert!(text.contains(" team-alpha-west "), "{text}");
     }
 
     #[test]
