@@ -1,6 +1,6 @@
 //! `reef top`: a terminal dashboard of a running topology.
 //!
-//! One loop owns the screen and the [`App`]; everything else reaches it as a [`Msg`] on one
+//! One loop owns the screen and the [`App`]; everything else reaches it as a `Msg` on one
 //! channel, so the loop sleeps until something happens:
 //! - an input thread turns the terminal's keys and resizes into messages;
 //! - an events thread streams `reef events` (`Request::Events`) and sends each line, so a
