@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "reef", version, about, propagate_version = true)]
 #[command(
-    after_help = "Exit codes: 0 ok, 1 topology violations, 2 script error, 3 other failure, 4 no reef runs the topology (status, events), 64 usage error."
+    after_help = "Exit codes: 0 ok, 1 topology violations, 2 script error, 3 other failure, 4 no reef runs the topology (status, events, top), 64 usage error."
 )]
 pub struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
@@ -51,6 +51,15 @@ pub enum Command {
     /// State, pid, health, readiness, restarts, uptime, CPU, memory and ports of every instance;
     /// with no reef running, the gateways still serving (exit 4).
     Status(StatusArgs),
+    /// A live dashboard of the running topology in the terminal: every gateway's state,
+    /// health, pid, CPU, memory, restarts, uptime and ports, and the selected one's log.
+    ///
+    /// Keys: Up/Down or j/k select a gateway; s starts, x stops, r restarts it; R reloads the
+    /// script; ? shows help; q, Esc or Ctrl-C quit. It follows reef's events, so a state
+    /// change shows at once, and asks for a status once a second. Needs a terminal: for a pipe
+    /// or a file use `reef status --watch` or `reef events --json`. With no reef running the
+    /// topology, it says so and exits 4, as `reef status` does.
+    Top(TopArgs),
     /// This user's topologies: those a reef runs, and those whose gateways still serve
     /// without one, with their gateways counted by state.
     Ls(LsArgs),
@@ -109,6 +118,12 @@ pub struct EventsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub script: ScriptArg,
+}
+
+#[derive(Debug, Args)]
 pub struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum)]
@@ -130,6 +145,7 @@ impl Command {
             Command::Diff(args) => Some(&mut args.script.script),
             Command::Logs(args) => Some(&mut args.script.script),
             Command::Events(args) => Some(&mut args.script.script),
+            Command::Top(args) => Some(&mut args.script.script),
             _ => None,
         }
     }

@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 
 use crate::cli::{
     Command, DiffArgs, EnvArgs, ExportArgs, GatewayArgs, InitArgs, InstallArgs, InstallMode,
-    LogsArgs, NameArgs, PlanArgs, ScriptArg, ServiceManager, SetupArgs, StatusArgs, UpArgs,
+    LogsArgs, NameArgs, PlanArgs, ScriptArg, ServiceManager, SetupArgs, StatusArgs, TopArgs,
+    UpArgs,
 };
 use crate::control::{self, Request};
 use crate::layout::{TopologyDirs, UpLock};
@@ -118,6 +119,7 @@ fn dispatch(command: Command) -> Result<Exit> {
         Command::Diff(args) => diff(args),
         Command::Down(args) => down(args),
         Command::Status(args) => status(args),
+        Command::Top(args) => top(args),
         Command::Start(args) => control_verb(args, |name| Request::Start { name }),
         Command::Stop(args) => control_verb(args, |name| Request::Stop { name }),
         Command::Restart(args) => control_verb(args, |name| Request::Restart { name }),
@@ -866,6 +868,33 @@ impl StateChanges {
             }
         }
     }
+}
+
+fn top(args: TopArgs) -> Result<Exit> {
+    let script = &args.script.script;
+    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        eprintln!(
+            "{} `reef top` needs a terminal (its input and output are not one); use `reef status --watch` or `reef events --json` instead",
+            Style::for_stderr().error("error:")
+        );
+        return Ok(Exit::Usage);
+    }
+    let dirs = dirs_of(script)?;
+    let first = match control::request(&dirs.running_socket(), &Request::Status) {
+        Ok(response) if response.ok => response.status.context("reef sent no status")?,
+        Ok(response) => anyhow::bail!(
+            "{}",
+            response
+                .message
+                .unwrap_or_else(|| "reef refused the request".into())
+        ),
+        Err(control::ClientError::NotRunning(_)) => {
+            return status_without_reef(script, &dirs, false);
+        }
+        Err(other) => return Err(anyhow::anyhow!(other)),
+    };
+    crate::top::run(dirs, first, Style::for_stdout().is_coloured())?;
+    Ok(Exit::Success)
 }
 
 /// `reef status` with no reef running the topology: the gateways its ledger says are still

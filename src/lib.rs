@@ -33,6 +33,9 @@
 //!   OpenClaw package a runtime-openclaw unit runs, as OpenClaw's own installer does.
 //! - [`logview`]: `reef logs` over every gateway: prefixed, interleaved lines.
 //! - [`progress`]: `reef up`'s live line on a terminal, with logs written around it.
+//! - [`top`]: `reef top`, a terminal dashboard (ratatui) of a running topology, fed by its
+//!   event stream and a status a second; its state (`top::app`) and screen (`top::view`) are
+//!   pure.
 //! - [`host`]: processes on this host (Linux via procfs and rustix): identity by start time,
 //!   marker variables, pidfd signals and exit watching, subreaping and sweeping orphans.
 //! - [`reconcile`]: the diff from the running topology to a new plan (hot reload).
@@ -67,6 +70,7 @@ pub mod render;
 pub mod setup;
 pub mod suggest;
 pub mod supervisor;
+pub mod top;
 pub mod topology;
 pub mod validate;
 pub mod watch;

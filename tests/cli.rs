@@ -1418,6 +1418,7 @@ fn every_verb_has_help_that_speaks_of_itself() {
         ("up", "--no-watch"),
         ("down", "SCRIPT"),
         ("status", "--watch"),
+        ("top", "Keys:"),
         ("ls", "--json"),
         ("start", "NAME"),
         ("stop", "NAME"),
