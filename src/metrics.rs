@@ -365,51 +365,30 @@ fn answer<B>(request: &Request<B>, colony: &Colony) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::status::{InstanceStatus, PortSummary};
+    use crate::supervisor::status::InstanceStatus;
+    use crate::supervisor::status::samples;
 
+    /// A gateway in `state`: running ones have a pid, CPU, memory and a probe time.
     fn gateway(name: &str, state: State) -> InstanceStatus {
-        InstanceStatus {
-            name: name.into(),
-            profile: format!("{name}-profile"),
-            state,
-            pid: state.is_running().then_some(4242),
-            healthy: Some(true),
-            ready: state == State::Ready,
-            adopted: false,
-            restarts: 3,
-            started_at: Some(1_700_000_000.5),
-            since: 1_700_000_000.5,
-            ports: PortSummary {
-                gateway: 18789,
-                browser_control: 18791,
-                cdp_first: 18800,
-                cdp_last: 18899,
-            },
-            last_exit: None,
-            message: None,
-            cpu_percent: Some(1.5),
-            cpu_seconds: state.is_running().then_some(12.25),
-            rss_bytes: state.is_running().then_some(1_048_576),
-            probe_seconds: state.is_running().then_some(0.0042),
-            degraded: None,
-            log: "/tmp/x.log".into(),
-        }
+        let mut gateway = samples::instance(name, 18789);
+        let running = state.is_running();
+        gateway.profile = format!("{name}-profile");
+        gateway.state = state;
+        gateway.ready = state == State::Ready;
+        gateway.restarts = 3;
+        gateway.pid = running.then_some(4242);
+        gateway.cpu_seconds = running.then_some(12.25);
+        gateway.rss_bytes = running.then_some(1_048_576);
+        gateway.probe_seconds = running.then_some(0.0042);
+        gateway
     }
 
     fn topology(instances: Vec<InstanceStatus>) -> TopologyStatus {
-        TopologyStatus {
-            format: 1,
-            script: "reef.lua".into(),
-            pid: 1,
-            started_at: 1_700_000_000.0,
-            generation: 3,
-            loaded_at: 1_700_000_000.0,
-            evaluations: 5,
-            reload_failures: 1,
-            reload_error: None,
-            instances,
-            hooks: None,
-        }
+        let mut topology = samples::topology(instances);
+        topology.generation = 3;
+        topology.evaluations = 5;
+        topology.reload_failures = 1;
+        topology
     }
 
     #[test]

@@ -410,57 +410,13 @@ pub fn note(instance: &InstanceStatus) -> Option<String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::path::PathBuf;
 
     use ratatui::crossterm::event::{KeyEventState, KeyModifiers};
     use serde_json::json;
 
     use super::*;
-    use crate::supervisor::status::PortSummary;
 
-    /// A ready instance on `port`, as a status shows it.
-    pub(crate) fn instance(name: &str, port: u16) -> InstanceStatus {
-        InstanceStatus {
-            name: name.to_owned(),
-            profile: name.to_owned(),
-            state: State::Ready,
-            pid: Some(u32::from(port) + 10_000),
-            healthy: Some(true),
-            ready: true,
-            adopted: false,
-            restarts: 0,
-            started_at: Some(1_000.0),
-            since: 1_000.0,
-            ports: PortSummary {
-                gateway: port,
-                browser_control: port + 2,
-                cdp_first: port + 11,
-                cdp_last: port + 110,
-            },
-            last_exit: None,
-            message: None,
-            cpu_percent: Some(0.5),
-            cpu_seconds: Some(1.0),
-            rss_bytes: Some(48 * 1024 * 1024),
-            degraded: None,
-            log: PathBuf::from(format!("/state/logs/{name}.log")),
-        }
-    }
-
-    pub(crate) fn topology(instances: Vec<InstanceStatus>) -> TopologyStatus {
-        TopologyStatus {
-            format: 1,
-            script: PathBuf::from("/srv/bots/reef.lua"),
-            pid: 4242,
-            started_at: 900.0,
-            generation: 1,
-            loaded_at: 900.0,
-            evaluations: 1,
-            reload_error: None,
-            instances,
-            hooks: None,
-        }
-    }
+    pub(crate) use crate::supervisor::status::samples::{instance, topology};
 
     fn three() -> App {
         App::new(
