@@ -116,8 +116,15 @@ pub fn evaluate(request: Request) -> Outcome {
     evaluate_with(&reef_binary(), request)
 }
 
-/// reef's own binary, which every child runs.
+/// reef's own binary, which every child runs. On Linux the very file this process runs
+/// (`/proc/self/exe`): the children then speak the supervisor's own protocol version, and keep
+/// working after the binary is upgraded or deleted under a running `reef up` (the path would then
+/// name a new version, or nothing).
 pub fn reef_binary() -> PathBuf {
+    let own = Path::new("/proc/self/exe");
+    if cfg!(target_os = "linux") && own.exists() {
+        return own.to_path_buf();
+    }
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("reef"))
 }
 

@@ -150,6 +150,45 @@ fn changing_one_port_restarts_only_that_instance() {
     up.stop();
 }
 
+/// An upgrade installs a new binary at reef's path while `reef up` runs: reloads still evaluate
+/// (with the running version: its children run the file it runs) and new gateways start.
+#[test]
+fn reloads_keep_working_after_reefs_binary_is_replaced() {
+    let [a, b, c, b2] = claim::<4>();
+    let sandbox = Sandbox::new(&trio(a.base, b.base, c.base));
+    let installed = sandbox.path("bin/reef");
+    std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_reef"), &installed).unwrap();
+    let mut command = sandbox.command(&["up", sandbox.script()]);
+    let mut replaced = std::process::Command::new(&installed);
+    replaced.args(command.get_args());
+    replaced.current_dir(sandbox.dir());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => replaced.env(key, value),
+            None => replaced.env_remove(key),
+        };
+    }
+    let mut up = Up {
+        proc: Proc::spawn(replaced, &sandbox.outputs, "reef up (installed copy)"),
+        sandbox: &sandbox,
+        gateways: Default::default(),
+    };
+    let before = up.wait_all_ready();
+    let old_b = pid(&before, "b");
+
+    // What a package manager does: the old file goes, a new one takes its path.
+    std::fs::remove_file(&installed).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_reef"), &installed).unwrap();
+    sandbox.edit_script(&trio(a.base, b2.base, c.base));
+    let after = up.wait_until("the reload to apply", |status| {
+        status["reload_error"] != Value::Null
+            || (generation(status) == 2 && restarted_on(status, "b", old_b, b2.base))
+    });
+    assert_eq!(after["reload_error"], Value::Null, "{after:#}");
+    up.stop();
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. A broken script changes nothing; the fix applies.
 
