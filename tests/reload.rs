@@ -159,7 +159,7 @@ fn reloads_keep_working_after_reefs_binary_is_replaced() {
     let installed = sandbox.path("bin/reef");
     std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
     std::fs::copy(env!("CARGO_BIN_EXE_reef"), &installed).unwrap();
-    let mut command = sandbox.command(&["up", sandbox.script()]);
+    let command = sandbox.command(&["up", sandbox.script()]);
     let mut replaced = std::process::Command::new(&installed);
     replaced.args(command.get_args());
     replaced.current_dir(sandbox.dir());
