@@ -20,17 +20,19 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Two bases 200 apart in this test's own slot (tests run in parallel and some of them bind
-/// ports in their footprints), in a range no other test binary uses; both footprints free.
+/// Two bases 130 apart in this test's own slot (tests run in parallel and some of them bind
+/// ports in their footprints), in 18000..20000, which no other test binary uses (they claim
+/// 2000..18000 and 20000 and up); both footprints free.
 fn free_pair(slot: u16) -> (u16, u16) {
     let free = |base: u16| (base..=base + 110).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
-    let base = 18_100 + slot * 350;
+    let base = 18_000 + slot * 270;
+    assert!(base + 240 < 20_000, "slot {slot} is outside this binary's range");
     assert!(
-        free(base) && free(base + 200),
+        free(base) && free(base + 130),
         "ports {base}..{} are in use by another program",
-        base + 310
+        base + 240
     );
-    (base, base + 200)
+    (base, base + 130)
 }
 
 fn topology(home: &Path, a: u16, b: u16) -> std::path::PathBuf {
