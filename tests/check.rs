@@ -26,7 +26,10 @@ fn text(bytes: &[u8]) -> String {
 fn free_pair(slot: u16) -> (u16, u16) {
     let free = |base: u16| (base..=base + 110).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
     let base = 18_000 + slot * 270;
-    assert!(base + 240 < 20_000, "slot {slot} is outside this binary's range");
+    assert!(
+        base + 240 < 20_000,
+        "slot {slot} is outside this binary's range"
+    );
     assert!(
         free(base) && free(base + 130),
         "ports {base}..{} are in use by another program",

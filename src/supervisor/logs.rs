@@ -28,7 +28,7 @@
 //! replaced by a fresh file, never written through.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::OwnedFd;
@@ -48,13 +48,18 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often every log is checked, written or not (a safety net under the watch).
 pub const FULL_CHECK_EVERY: Duration = Duration::from_secs(60);
 
-/// Which logs were written since the last look, from file-system events on the logs directory.
+/// Which logs were written since the last look, from inotify events on the logs directory.
+///
+/// The events are read only when [`LogWatch::due`] looks, once per [`CHECK_EVERY`]: between
+/// looks the kernel queues them (and merges repeats), so a gateway that floods its log with
+/// thousands of writes a second wakes reef no more than an idle one. (A watcher thread that
+/// reads each event as it comes, as `notify` does for the script's files, cost a flooding
+/// colony a tenth of a core.) A full queue is reported by the kernel, and then every log is
+/// checked.
 pub struct LogWatch {
     dir: PathBuf,
-    watcher: Option<notify::RecommendedWatcher>,
-    written: std::sync::Arc<Mutex<std::collections::BTreeSet<PathBuf>>>,
-    /// The watch is gone (the directory was deleted) or events were dropped: check all.
-    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The watch, and the device and inode of the directory it watches.
+    inotify: Option<(nix::sys::inotify::Inotify, (u64, u64))>,
     last_full: std::time::Instant,
 }
 
@@ -62,63 +67,26 @@ impl LogWatch {
     /// Watches `dir` (the topology's logs directory). A watch that cannot be set up is retried
     /// at every look; meanwhile every log is checked.
     pub fn new(dir: PathBuf) -> LogWatch {
-        let mut watch = LogWatch {
+        LogWatch {
+            inotify: watch_dir(&dir),
             dir,
-            watcher: None,
-            written: std::sync::Arc::default(),
-            lost: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
             last_full: std::time::Instant::now(),
-        };
-        watch.rewatch();
-        watch
-    }
-
-    fn rewatch(&mut self) {
-        use notify::Watcher;
-        use std::sync::atomic::Ordering;
-        self.watcher = None;
-        let written = self.written.clone();
-        let lost = self.lost.clone();
-        let dir = self.dir.clone();
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            use notify::EventKind;
-            match event {
-                Ok(event) => match event.kind {
-                    EventKind::Modify(_) | EventKind::Create(_) => {
-                        written
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .extend(event.paths);
-                    }
-                    EventKind::Remove(_) if event.paths.contains(&dir) => {
-                        lost.store(true, Ordering::Relaxed);
-                    }
-                    _ => {}
-                },
-                Err(_) => lost.store(true, Ordering::Relaxed),
-            }
-        });
-        if let Ok(mut watcher) = watcher
-            && watcher
-                .watch(&self.dir, notify::RecursiveMode::NonRecursive)
-                .is_ok()
-        {
-            self.lost.store(false, Ordering::Relaxed);
-            self.watcher = Some(watcher);
         }
     }
 
     /// The logs among `logs` to check now: those written since the last look; all of them when
     /// events may have been lost or a full check is due.
     pub fn due(&mut self, logs: impl FnOnce() -> Vec<PathBuf>) -> Vec<PathBuf> {
-        use std::sync::atomic::Ordering;
-        let lost =
-            self.lost.load(Ordering::Relaxed) || !self.dir.is_dir() && self.watcher.is_some();
+        let (written, lost) = match &self.inotify {
+            // A directory removed and made again between two looks is another inode, whether
+            // or not the kernel told the watch.
+            Some((inotify, watched)) if identity(&self.dir) == Some(*watched) => drain(inotify),
+            _ => (std::collections::BTreeSet::new(), true),
+        };
         if lost {
-            self.rewatch();
+            // The directory went (and may be back), the queue overflowed, or no watch yet.
+            self.inotify = watch_dir(&self.dir);
         }
-        let written =
-            std::mem::take(&mut *self.written.lock().unwrap_or_else(PoisonError::into_inner));
         if lost || self.last_full.elapsed() >= FULL_CHECK_EVERY {
             self.last_full = std::time::Instant::now();
             return logs();
@@ -128,8 +96,64 @@ impl LogWatch {
         }
         logs()
             .into_iter()
-            .filter(|log| written.contains(log))
+            .filter(|log| log.file_name().is_some_and(|name| written.contains(name)))
             .collect()
+    }
+}
+
+/// The device and inode of `dir`.
+fn identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
+/// A non-blocking inotify instance watching `dir` for writes and new files, with the
+/// directory's identity.
+fn watch_dir(dir: &Path) -> Option<(nix::sys::inotify::Inotify, (u64, u64))> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let before = identity(dir)?;
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+    inotify
+        .add_watch(
+            dir,
+            AddWatchFlags::IN_MODIFY
+                | AddWatchFlags::IN_CREATE
+                | AddWatchFlags::IN_MOVED_TO
+                | AddWatchFlags::IN_DELETE_SELF
+                | AddWatchFlags::IN_MOVE_SELF
+                | AddWatchFlags::IN_ONLYDIR,
+        )
+        .ok()?;
+    // The directory watched is the one identified (not one made again in between).
+    (identity(dir) == Some(before)).then_some((inotify, before))
+}
+
+/// Every event queued since the last look: the names written, and whether events may have
+/// been lost (the queue overflowed, or the directory was removed or moved).
+fn drain(inotify: &nix::sys::inotify::Inotify) -> (std::collections::BTreeSet<OsString>, bool) {
+    use nix::sys::inotify::AddWatchFlags;
+    let mut written = std::collections::BTreeSet::new();
+    let gone = AddWatchFlags::IN_Q_OVERFLOW
+        | AddWatchFlags::IN_DELETE_SELF
+        | AddWatchFlags::IN_MOVE_SELF
+        | AddWatchFlags::IN_IGNORED;
+    loop {
+        match inotify.read_events() {
+            Ok(events) if !events.is_empty() => {
+                for event in events {
+                    if event.mask.intersects(gone) {
+                        return (written, true);
+                    }
+                    if let Some(name) = event.name {
+                        written.insert(name);
+                    }
+                }
+            }
+            Ok(_) | Err(nix::errno::Errno::EAGAIN) => return (written, false),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return (written, true),
+        }
     }
 }
 
@@ -558,6 +582,35 @@ mod tests {
         let sub = dir.path().join("dir.log");
         std::fs::create_dir(&sub).unwrap();
         assert!(open_for_gateway(&sub).is_err());
+    }
+
+    #[test]
+    fn the_watch_names_the_logs_written_since_the_last_look() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs_dir = dir.path().join("logs");
+        std::fs::create_dir(&logs_dir).unwrap();
+        let a = logs_dir.join("a.log");
+        let b = logs_dir.join("b.log");
+        std::fs::write(&a, "").unwrap();
+        std::fs::write(&b, "").unwrap();
+        let all = || vec![a.clone(), b.clone()];
+        let mut watch = LogWatch::new(logs_dir.clone());
+        assert!(watch.due(all).is_empty(), "nothing written yet");
+        // Thousands of writes between two looks: one name, read in one go.
+        let mut file = std::fs::OpenOptions::new().append(true).open(&b).unwrap();
+        for _ in 0..5000 {
+            file.write_all(b"x\n").unwrap();
+        }
+        assert_eq!(watch.due(all), std::slice::from_ref(&b));
+        assert!(watch.due(all).is_empty(), "each write is seen once");
+        // A removed and remade directory: everything is checked, then watched again.
+        std::fs::remove_dir_all(&logs_dir).unwrap();
+        std::fs::create_dir(&logs_dir).unwrap();
+        std::fs::write(&a, "").unwrap();
+        std::fs::write(&b, "").unwrap();
+        assert_eq!(watch.due(all), all());
+        std::fs::write(&a, "again\n").unwrap();
+        assert_eq!(watch.due(all), std::slice::from_ref(&a));
     }
 
     #[test]
