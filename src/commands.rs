@@ -762,6 +762,23 @@ fn ask_raw(script: &std::path::Path, request: &Request) -> Result<control::Respo
     Ok(response)
 }
 
+/// The status of the reef running the topology of `dirs`; `None` when none runs it.
+fn running_status(
+    dirs: &crate::layout::TopologyDirs,
+) -> Result<Option<crate::supervisor::status::TopologyStatus>> {
+    match control::request(&dirs.running_socket(), &Request::Status) {
+        Ok(response) if response.ok => Ok(Some(response.status.context("reef sent no status")?)),
+        Ok(response) => anyhow::bail!(
+            "{}",
+            response
+                .message
+                .unwrap_or_else(|| "reef refused the request".into())
+        ),
+        Err(control::ClientError::NotRunning(_)) => Ok(None),
+        Err(other) => Err(anyhow::anyhow!(other)),
+    }
+}
+
 fn status(args: StatusArgs) -> Result<Exit> {
     let script = &args.script.script;
     let clear = args.watch && std::io::stdout().is_terminal();
@@ -772,20 +789,9 @@ fn status(args: StatusArgs) -> Result<Exit> {
             // Attached before the table is drawn: no change after it goes unseen.
             changes = Some(StateChanges::follow(dirs.running_socket()));
         }
-        let response = match control::request(&dirs.running_socket(), &Request::Status) {
-            Ok(response) if response.ok => response,
-            Ok(response) => anyhow::bail!(
-                "{}",
-                response
-                    .message
-                    .unwrap_or_else(|| "reef refused the request".into())
-            ),
-            Err(control::ClientError::NotRunning(_)) => {
-                return status_without_reef(script, &dirs, args.json);
-            }
-            Err(other) => return Err(anyhow::anyhow!(other)),
+        let Some(status) = running_status(&dirs)? else {
+            return status_without_reef(script, &dirs, args.json);
         };
-        let status = response.status.context("reef sent no status")?;
         if args.json {
             outln!("{}", serde_json::to_string_pretty(&status)?);
             return Ok(Exit::Success);
@@ -880,18 +886,8 @@ fn top(args: TopArgs) -> Result<Exit> {
         return Ok(Exit::Usage);
     }
     let dirs = dirs_of(script)?;
-    let first = match control::request(&dirs.running_socket(), &Request::Status) {
-        Ok(response) if response.ok => response.status.context("reef sent no status")?,
-        Ok(response) => anyhow::bail!(
-            "{}",
-            response
-                .message
-                .unwrap_or_else(|| "reef refused the request".into())
-        ),
-        Err(control::ClientError::NotRunning(_)) => {
-            return status_without_reef(script, &dirs, false);
-        }
-        Err(other) => return Err(anyhow::anyhow!(other)),
+    let Some(first) = running_status(&dirs)? else {
+        return status_without_reef(script, &dirs, false);
     };
     crate::top::run(dirs, first, Style::for_stdout().is_coloured())?;
     Ok(Exit::Success)

@@ -429,15 +429,48 @@ mod tests {
         file.write_all(text.as_bytes()).unwrap();
     }
 
-    /// The numbers of the lines printed, prefixes and read-time markers stripped.
-    fn printed_numbers(out: &[u8]) -> Vec<u32> {
-        String::from_utf8_lossy(out)
-            .lines()
-            .map(|line| {
-                let number = line.rsplit("line ").next().unwrap();
-                number.parse().unwrap_or_else(|_| panic!("{line:?}"))
-            })
-            .collect()
+    /// `reef logs -f` of one log, printing into a buffer.
+    struct Follower {
+        sources: [Source; 1],
+        prefixer: Prefixer,
+        state: Vec<Followed>,
+        out: Vec<u8>,
+    }
+
+    impl Follower {
+        fn at_end_of(log: &std::path::Path) -> Follower {
+            let sources = [Source {
+                name: "main".into(),
+                log: log.to_path_buf(),
+            }];
+            Follower {
+                prefixer: Prefixer::new(&sources, false),
+                state: sources.iter().map(Followed::at_end).collect(),
+                sources,
+                out: Vec::new(),
+            }
+        }
+
+        fn read(&mut self) {
+            read_new(
+                &self.sources,
+                &mut self.state,
+                &self.prefixer,
+                &mut self.out,
+            )
+            .unwrap();
+        }
+
+        /// The numbers of the lines printed, prefixes and read-time markers stripped.
+        fn numbers(&self) -> Vec<u32> {
+            String::from_utf8_lossy(&self.out)
+                .lines()
+                .map(|line| {
+                    let number = line.rsplit("line ").next().unwrap();
+                    number.parse().unwrap_or_else(|_| panic!("{line:?}"))
+                })
+                .collect()
+        }
     }
 
     #[test]
@@ -445,19 +478,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("main.log");
         std::fs::write(&log, numbered(0, 100)).unwrap();
-        let sources = [Source {
-            name: "main".into(),
-            log: log.clone(),
-        }];
-        let prefixer = Prefixer::new(&sources, false);
-        let mut state: Vec<Followed> = sources.iter().map(Followed::at_end).collect();
-        let mut out = Vec::new();
+        let mut follower = Follower::at_end_of(&log);
         let mut next = 100;
         for round in 0..20 {
             // Lines the follower reads, then lines it only sees after the rotation (in `.1`),
-            // then lines of the fresh log; every few rounds, two rotations in one go.
+            // then lines of the fresh log; every fifth round, a line cut by a rotation.
             append(&log, &numbered(next, next + 37));
-            read_new(&sources, &mut state, &prefixer, &mut out).unwrap();
+            follower.read();
             append(&log, &numbered(next + 37, next + 50));
             assert!(crate::supervisor::logs::rotate_if_large(&log, 500, 2).unwrap());
             append(&log, &numbered(next + 50, next + 60));
@@ -465,13 +492,13 @@ mod tests {
             if round % 5 == 4 {
                 // A partial line across the rotation.
                 append(&log, "line 0");
-                read_new(&sources, &mut state, &prefixer, &mut out).unwrap();
+                follower.read();
                 append(&log, &format!("{next:04}\n"));
                 next += 1;
             }
         }
-        read_new(&sources, &mut state, &prefixer, &mut out).unwrap();
-        assert_eq!(printed_numbers(&out), (100..next).collect::<Vec<_>>());
+        follower.read();
+        assert_eq!(follower.numbers(), (100..next).collect::<Vec<_>>());
     }
 
     #[test]
@@ -479,21 +506,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("main.log");
         std::fs::write(&log, numbered(0, 10)).unwrap();
-        let sources = [Source {
-            name: "main".into(),
-            log: log.clone(),
-        }];
-        let prefixer = Prefixer::new(&sources, false);
-        let mut state: Vec<Followed> = sources.iter().map(Followed::at_end).collect();
-        let mut out = Vec::new();
+        let mut follower = Follower::at_end_of(&log);
         append(&log, &numbered(10, 20));
-        read_new(&sources, &mut state, &prefixer, &mut out).unwrap();
+        follower.read();
         append(&log, &numbered(20, 25));
         assert!(crate::supervisor::logs::rotate_if_large(&log, 200, 2).unwrap());
         // Longer than everything before: the size alone would not show the rotation.
         append(&log, &numbered(25, 60));
-        read_new(&sources, &mut state, &prefixer, &mut out).unwrap();
-        assert_eq!(printed_numbers(&out), (10..60).collect::<Vec<_>>());
+        follower.read();
+        assert_eq!(follower.numbers(), (10..60).collect::<Vec<_>>());
     }
 
     #[test]
@@ -501,15 +522,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("main.log");
         std::fs::write(&log, numbered(0, 10)).unwrap();
-        let sources = [Source {
-            name: "main".into(),
-            log: log.clone(),
-        }];
-        let prefixer = Prefixer::new(&sources, false);
-        let mut state: Vec<Followed> = sources.iter().map(Followed::at_end).collect();
-        let mut out = Vec::new();
+        let mut follower = Follower::at_end_of(&log);
         std::fs::write(&log, numbered(50, 52)).unwrap();
-        read_new(&sources, &mut state, &prefixer, &mut out).unwrap();
-        assert_eq!(printed_numbers(&out), [50, 51]);
+        follower.read();
+        assert_eq!(follower.numbers(), [50, 51]);
     }
 }

@@ -99,19 +99,6 @@ fn push_value(value: f64, out: &mut String) {
     }
 }
 
-const STATES: [State; 10] = [
-    State::Waiting,
-    State::Starting,
-    State::Ready,
-    State::Unhealthy,
-    State::Backoff,
-    State::Stopping,
-    State::Stopped,
-    State::ConfigError,
-    State::Blocked,
-    State::Exited,
-];
-
 /// The colony as Prometheus text: per gateway (labelled `name` and `profile`) whether it runs,
 /// is ready, its state, restarts, CPU time, memory, last probe's duration and start time; for
 /// reef itself its evaluations, reloads, failed reloads, generation and gateway counts.
@@ -162,7 +149,7 @@ pub fn exposition(status: &TopologyStatus) -> String {
             "The gateway's state: 1 for the state it is in, 0 for the others.",
         );
         for gateway in gateways {
-            for state in STATES {
+            for state in State::ALL {
                 let state_text = state.to_string();
                 family.sample(
                     name,
@@ -274,7 +261,7 @@ pub fn exposition(status: &TopologyStatus) -> String {
             "gauge",
             "Gateways of the topology by state.",
         );
-        for state in STATES {
+        for state in State::ALL {
             let count = gateways.iter().filter(|g| g.state == state).count();
             family.sample(name, &[("state", &state.to_string())], count as f64);
         }

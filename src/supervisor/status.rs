@@ -32,6 +32,20 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in the order of a gateway's life.
+    pub const ALL: [State; 10] = [
+        State::Waiting,
+        State::Starting,
+        State::Ready,
+        State::Unhealthy,
+        State::Backoff,
+        State::Stopping,
+        State::Stopped,
+        State::ConfigError,
+        State::Blocked,
+        State::Exited,
+    ];
+
     /// States in which a gateway process exists.
     pub fn is_running(self) -> bool {
         matches!(
