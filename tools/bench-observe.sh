@@ -27,9 +27,9 @@
 #      ROT_SECS, so their logs pass reef's 10 MiB rotation, checked the same way.
 #   4. a summary table: metric, measured, target, pass/fail.
 #
-# `reef status --watch` asks for a status once a second whether or not its stdout is a terminal
-# (src/commands.rs, fn status: only the screen clear differs): the CPU phase runs it in a pty
-# as a user would, the latency phase reads it through a pipe.
+# `reef status --watch` follows reef's events and asks for a status on each change and once a
+# second otherwise, whether or not its stdout is a terminal (only the screen clear differs): the
+# CPU phase runs it in a pty as a user would, the latency phase reads it through a pipe.
 #
 # Usage: tools/bench-observe.sh    (from anywhere; about 3 minutes with the defaults, 3.5 with top)
 #
