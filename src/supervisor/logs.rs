@@ -187,6 +187,17 @@ pub fn rotate_all(logs: &[PathBuf]) {
     }
 }
 
+/// The extended attribute of a rotated copy that holds the offset in the log its first byte
+/// had.
+const ROTATED_FROM: &str = "user.reef.rotated-from";
+
+/// Where the rotated copy `copy` starts in the log it was copied from, when recorded.
+pub fn rotated_from(copy: &File) -> Option<u64> {
+    let mut value = [0u8; 24];
+    let length = rustix::fs::fgetxattr(copy, ROTATED_FROM, &mut value[..]).ok()?;
+    std::str::from_utf8(&value[..length]).ok()?.parse().ok()
+}
+
 /// How many times a rotation copies what was written during its copy before truncating.
 const COPY_ROUNDS: u32 = 8;
 
@@ -247,8 +258,9 @@ pub fn rotate_if_large(log: &Path, limit: u64, keep: u32) -> io::Result<bool> {
         // the log holds still: a few rounds at most, each copying
         // what came during the last, so that the truncation below drops next to nothing.
         let mut end = file.metadata()?.len();
+        let from = end.saturating_sub(limit);
         let mut source = &file;
-        source.seek(SeekFrom::Start(end.saturating_sub(limit)))?;
+        source.seek(SeekFrom::Start(from))?;
         io::copy(&mut source.take(limit), &mut temp)?;
         let mut room = copy_slack(limit);
         for _ in 0..COPY_ROUNDS {
@@ -260,6 +272,14 @@ pub fn rotate_if_large(log: &Path, limit: u64, keep: u32) -> io::Result<bool> {
             room -= io::copy(&mut source.take((now - end).min(room)), &mut temp)?;
             end = now;
         }
+        // Where the copy starts in the log, for followers that must pick up where they were
+        // (`reef logs -f`); a file system without user attributes leaves them to search.
+        let _ = rustix::fs::fsetxattr(
+            &temp,
+            ROTATED_FROM,
+            from.to_string().as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        );
         drop(temp);
         rustix::fs::renameat(&dir, &temp_name, &dir, numbered(1))?;
     }
