@@ -164,8 +164,8 @@ pub struct UsageCache {
 
 impl UsageCache {
     /// How long a sample serves: a client refreshing every second reads the processes every
-    /// other time.
-    const FRESH: std::time::Duration = std::time::Duration::from_millis(1900);
+    /// third time (CPU shares are then measured over 3 s, as `top` does by default).
+    const FRESH: std::time::Duration = std::time::Duration::from_millis(2900);
 
     /// Usage of the sessions led by `leaders` (in this order), and when it was read.
     pub fn sample(&mut self, leaders: &[u32]) -> (std::time::Instant, HashMap<u32, Usage>) {
