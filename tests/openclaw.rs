@@ -94,9 +94,15 @@ impl Drop for Running {
 
 /// Starts `reef up` on `script` in the background, its output in `log` under `home`.
 fn start_up(home: &Path, script: &Path, log: &str) -> Child {
+    start_up_with(home, script, log, &[])
+}
+
+/// [`start_up`] with options for `reef up`.
+fn start_up_with(home: &Path, script: &Path, log: &str, options: &[&str]) -> Child {
     let log = std::fs::File::create(home.join(log)).unwrap();
     reef(home)
         .arg("up")
+        .args(options)
         .arg(script)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -165,7 +171,13 @@ fn real_openclaw_main_and_rescue_run_under_reef() {
         String::from_utf8_lossy(&setup.stderr)
     );
 
-    let child = start_up(home.path(), &script, "reef-up.log");
+    let metrics = main_port + 300;
+    let child = start_up_with(
+        home.path(),
+        &script,
+        "reef-up.log",
+        &["--metrics", &metrics.to_string()],
+    );
     let mut up = Running(child);
 
     let started = Instant::now();
@@ -227,6 +239,43 @@ fn real_openclaw_main_and_rescue_run_under_reef() {
             "openclaw --profile {profile} health failed:\n{}\n{}",
             String::from_utf8_lossy(&health.stdout),
             String::from_utf8_lossy(&health.stderr)
+        );
+    }
+
+    // CPU and memory count the whole gateway (its workers too), and the metrics show them.
+    let measured = status(home.path(), &script).expect("a status");
+    let (_, text) = http_get(metrics, "/metrics");
+    for profile in ["main", "rescue"] {
+        let instance = instance_of(&measured, profile);
+        let rss = instance["rss_bytes"].as_u64().unwrap_or(0);
+        assert!(
+            rss > 100 << 20,
+            "a real gateway takes far more than 100 MiB: {instance:#}"
+        );
+        assert!(
+            instance["cpu_seconds"].as_f64().unwrap_or(0.0) > 0.0,
+            "{instance:#}"
+        );
+        assert!(instance["cpu_percent"].is_number(), "{instance:#}");
+        let labels = format!("{{name=\"{profile}\",profile=\"{profile}\"}}");
+        for series in [
+            format!("reef_gateway_ready{labels} 1"),
+            format!("reef_gateway_up{labels} 1"),
+        ] {
+            assert!(
+                text.lines().any(|l| l == series),
+                "no {series:?} in:\n{text}"
+            );
+        }
+        let scraped_rss: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("reef_gateway_rss_bytes{labels} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no rss of {profile} in:\n{text}"));
+        assert!(scraped_rss > (100 << 20) as f64, "{text}");
+        assert!(
+            text.contains(&format!("reef_gateway_probe_duration_seconds{labels} ")),
+            "{text}"
         );
     }
 
