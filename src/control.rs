@@ -323,7 +323,7 @@ async fn answer(
                 Ok(diff) => Response {
                     ok: true,
                     message: Some(diff.summary.clone()),
-                    status: Some(colony.snapshot()),
+                    status: Some(colony.snapshot().await),
                     diff: Some(diff),
                 },
                 Err(message) => Response::error(message),
@@ -335,7 +335,7 @@ async fn answer(
         Ok(message) => Response {
             ok: true,
             message,
-            status: Some(colony.snapshot()),
+            status: Some(colony.snapshot().await),
             diff: None,
         },
         Err(message) => Response::error(message),

@@ -304,7 +304,7 @@ pub async fn serve(listener: std::net::TcpListener, colony: Colony) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let colony = colony.clone();
-                async move { Ok::<_, Infallible>(answer(&request, &colony)) }
+                async move { Ok::<_, Infallible>(answer(&request, &colony).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -315,7 +315,7 @@ pub async fn serve(listener: std::net::TcpListener, colony: Colony) {
     }
 }
 
-fn answer<B>(request: &Request<B>, colony: &Colony) -> Response<Full<Bytes>> {
+async fn answer<B>(request: &Request<B>, colony: &Colony) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, content_type: &str, body: String| {
         Response::builder()
             .status(status)
@@ -335,7 +335,11 @@ fn answer<B>(request: &Request<B>, colony: &Colony) -> Response<Full<Bytes>> {
         return response;
     }
     match request.uri().path() {
-        "/metrics" => reply(StatusCode::OK, CONTENT_TYPE, exposition(&colony.sample())),
+        "/metrics" => reply(
+            StatusCode::OK,
+            CONTENT_TYPE,
+            exposition(&colony.sample().await),
+        ),
         "/" => reply(
             StatusCode::OK,
             "text/plain; charset=utf-8",

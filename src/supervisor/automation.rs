@@ -492,7 +492,7 @@ impl Keeper {
             FromHost::Busy { what } => host.busy = Some((Instant::now(), what)),
             FromHost::Idle => host.busy = None,
             FromHost::StatusRequest => {
-                let status = serde_json::to_value(self.colony.snapshot()).unwrap_or_default();
+                let status = serde_json::to_value(self.colony.snapshot().await).unwrap_or_default();
                 host.deliver(ToHost::Status { status }, "reef.status()");
             }
             FromHost::Act { verb, name } => self.act(&verb, &name),

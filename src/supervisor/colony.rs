@@ -81,14 +81,24 @@ impl Colony {
     }
 
     /// The topology's status, with each gateway's CPU share since the last snapshot.
-    pub fn snapshot(&self) -> TopologyStatus {
-        self.status(true)
+    pub async fn snapshot(&self) -> TopologyStatus {
+        self.status_off_runtime(true).await
     }
 
     /// [`Colony::snapshot`] without CPU shares: for scrapers, which read the CPU time and must
     /// not shorten the interval `reef status` measures shares over.
-    pub fn sample(&self) -> TopologyStatus {
-        self.status(false)
+    pub async fn sample(&self) -> TopologyStatus {
+        self.status_off_runtime(false).await
+    }
+
+    /// Reading the gateways' processes takes a while with thousands of them: it runs on the
+    /// blocking pool, never on the thread that drives the gateways.
+    async fn status_off_runtime(&self, share: bool) -> TopologyStatus {
+        let colony = self.clone();
+        match tokio::task::spawn_blocking(move || colony.status(share)).await {
+            Ok(status) => status,
+            Err(_) => self.status(share),
+        }
     }
 
     fn status(&self, share: bool) -> TopologyStatus {
