@@ -641,11 +641,10 @@ fn setup(args: SetupArgs) -> Result<Exit> {
 }
 
 fn up(args: UpArgs) -> Result<Exit> {
-    let options = crate::supervisor::UpOptions {
-        debounce: std::time::Duration::from_millis(args.debounce_ms),
-        watch: !args.no_watch,
-        metrics: None,
-    };
+    let (debounce, watch) = (
+        std::time::Duration::from_millis(args.debounce_ms),
+        !args.no_watch,
+    );
     let metrics_address = args.metrics;
     let show_logs = args.logs;
     let args = args.script;
@@ -678,15 +677,23 @@ fn up(args: UpArgs) -> Result<Exit> {
     dirs.create()?;
     let _lock = UpLock::acquire(&dirs)
         .with_context(|| format!("cannot supervise {}", args.script.display()))?;
-    let mut options = options;
-    if let Some(address) = metrics_address {
-        let listener = crate::metrics::bind(address).context(
-            "nothing was started: choose another address with --metrics, or leave it out",
-        )?;
-        let bound = listener.local_addr().unwrap_or(address);
-        tracing::info!("serving metrics on http://{bound}/metrics");
-        options.metrics = Some(listener);
-    }
+    // Bound now, so that a busy address stops reef before it starts anything.
+    let metrics = match metrics_address {
+        Some(address) => {
+            let listener = crate::metrics::bind(address).context(
+                "nothing was started: choose another address with --metrics, or leave it out",
+            )?;
+            let bound = listener.local_addr().unwrap_or(address);
+            tracing::info!("serving metrics on http://{bound}/metrics");
+            Some(listener)
+        }
+        None => None,
+    };
+    let options = crate::supervisor::UpOptions {
+        debounce,
+        watch,
+        metrics,
+    };
     tracing::info!(
         "supervising {} ({} gateways); logs in {}, control socket {}",
         args.script.display(),

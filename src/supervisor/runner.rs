@@ -232,7 +232,6 @@ pub fn spawn<H: Host>(
     let last_probe = Arc::new(LastProbe::default());
     let runner = Runner {
         last_probe: last_probe.clone(),
-        probe_started: None,
         changes: shared.changed.subscribe(),
         machine,
         host,
@@ -261,7 +260,8 @@ pub fn spawn<H: Host>(
     }
 }
 
-type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+/// A probe under way: its result, and how long it took.
+type ProbeFuture = Pin<Box<dyn Future<Output = (Result<(), String>, Duration)> + Send>>;
 
 struct Runner<H: Host> {
     machine: Machine,
@@ -275,8 +275,6 @@ struct Runner<H: Host> {
     /// The process exited; its exit was handed to the machine, the reap is pending.
     exited: bool,
     probe: Option<ProbeFuture>,
-    /// When the pending probe was sent.
-    probe_started: Option<Instant>,
     last_probe: Arc<LastProbe>,
     timer: Option<Instant>,
     hurried: bool,
@@ -362,10 +360,9 @@ impl<H: Host> Runner<H> {
                 }
                 input
             }
-            Received::Probe(result) => {
+            Received::Probe((result, took)) => {
                 self.probe = None;
-                self.last_probe
-                    .record(self.probe_started.take().map(|at| at.elapsed()));
+                self.last_probe.record(Some(took));
                 if let Some(change) = self.process.as_mut().and_then(|process| process.degraded()) {
                     self.pending = Some(Input::Degraded(change));
                 }
@@ -489,8 +486,12 @@ impl<H: Host> Runner<H> {
             } => {
                 let port = self.machine.status().ports.gateway;
                 if let Some(process) = self.process.as_mut() {
-                    self.probe = Some(Box::pin(process.probe(port, path, expect, timeout)));
-                    self.probe_started = Some(Instant::now());
+                    let probe = process.probe(port, path, expect, timeout);
+                    self.probe = Some(Box::pin(async move {
+                        let sent = Instant::now();
+                        let result = probe.await;
+                        (result, sent.elapsed())
+                    }));
                 }
                 None
             }
@@ -637,7 +638,7 @@ impl<H: Host> Runner<H> {
 enum Received {
     Command(Option<Command>),
     Input(Input),
-    Probe(Result<(), String>),
+    Probe((Result<(), String>, Duration)),
     Timer,
     Dependencies(bool),
     Hurry,
