@@ -680,9 +680,12 @@ fn up(args: UpArgs) -> Result<Exit> {
     // Bound now, so that a busy address stops reef before it starts anything.
     let metrics = match metrics_address {
         Some(address) => {
-            let listener = crate::metrics::bind(address).context(
-                "nothing was started: choose another address with --metrics, or leave it out",
-            )?;
+            let listener = crate::metrics::bind(address).map_err(|err| {
+                anyhow::anyhow!(
+                    "{err:#}; nothing was started: choose another address with --metrics, or \
+                     leave it out"
+                )
+            })?;
             let bound = listener.local_addr().unwrap_or(address);
             tracing::info!("serving metrics on http://{bound}/metrics");
             Some(listener)
